@@ -1,0 +1,236 @@
+"""A GAN in ~50 lines, made reliable: learn N(4, 1.25) from uniform noise.
+
+    python gaussian_gan.py                    # ~30,000 steps, about a minute on 2 CPU cores
+    python gaussian_gan.py --tutorial-recipe  # the tutorial's exact recipe (unreliable, see README)
+
+Mirrors "GANs in 50 lines of code (PyTorch)" (shared/tutorials/gaussian_gan.md). The
+discriminator judges a whole minibatch of 100 samples at once, decorated with each sample's
+squared deviation from the minibatch mean, so it can tell a distribution's spread, not just values.
+"""
+import argparse
+import math
+import os
+import random
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+DATA_MEAN, DATA_STDDEV = 4.0, 1.25
+
+
+def positive(kind):
+    def parse(text):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive(int), default=30000,
+                   help="training iterations, each on a fresh batch (the tutorial's 'num_epochs')")
+    p.add_argument("--batch-size", type=positive(int), default=100,
+                   help="samples per minibatch; the discriminator sees all of them as one vector")
+    p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate for G and D")
+    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
+                   help="cpu by default: these models are too small to gain from a GPU")
+    p.add_argument("--out", default="runs/gaussian_gan", help="folder for stats.png and histogram.png")
+    p.add_argument("--max-steps", type=positive(int), help="stop after this many steps (smoke runs)")
+    p.add_argument("--print-interval", type=positive(int), default=200, help="steps between printed lines")
+    p.add_argument("--tutorial-recipe", action="store_true",
+                   help="train exactly as the tutorial: Adam betas (0.9, 0.999), D judges one minibatch "
+                        "per step, G's step draws new noise, final samples from the last G (no averaging)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-interval lines")
+    p.add_argument("--show", action="store_true", help="also open the figures in a window")
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    return p.parse_args(argv)
+
+
+def fail(what, fix):
+    print(f"error: {what} ({fix})", file=sys.stderr)
+    sys.exit(2)
+
+
+# ---- data: the real distribution R and the generator's input I
+def real_batch(num_sets, batch_size, device="cpu"):
+    return torch.randn(num_sets, batch_size, device=device) * DATA_STDDEV + DATA_MEAN
+
+
+def noise_batch(num_sets, batch_size, device="cpu"):
+    # Uniform, not Gaussian, so G has to reshape it non-linearly rather than shift and scale it.
+    return torch.rand(num_sets * batch_size, 1, device=device)
+
+
+# ---- models, with the tutorial's names
+class Generator(nn.Module):
+    def __init__(self, input_size=1, hidden_size=50, output_size=1):
+        super().__init__()
+        self.map1 = nn.Linear(input_size, hidden_size)
+        self.map2 = nn.Linear(hidden_size, hidden_size)
+        self.map3 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        x = F.elu(self.map1(x))
+        x = torch.sigmoid(self.map2(x))
+        return self.map3(x)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, input_size=200, hidden_size=50, output_size=1):
+        super().__init__()
+        self.map1 = nn.Linear(input_size, hidden_size)
+        self.map2 = nn.Linear(hidden_size, hidden_size)
+        self.map3 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        x = F.elu(self.map1(x))
+        x = F.elu(self.map2(x))
+        return torch.sigmoid(self.map3(x))
+
+
+def decorate_with_diffs(data, exponent=2.0):
+    """(sets, n) -> (sets, 2n): each sample, then its deviation from its set's mean, to the exponent."""
+    mean = data.mean(dim=1, keepdim=True).detach()  # tutorial: `data.data`, i.e. no gradient through the mean
+    return torch.cat([data, (data - mean) ** exponent], dim=1)
+
+
+# ---- one training iteration
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, g_noise=None):
+    """One D update, then one G update. Returns (d_real_error, d_fake_error, g_error, fake) as tensors.
+
+    real: (sets, n). noise: (sets * n, 1). G's step reuses `fake` unless `g_noise` is given
+    (the tutorial draws new noise for it, which costs a second generator pass).
+    """
+    sets = real.shape[0]
+    ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)  # tutorial: shape (1,), a crash on torch >= 0.4
+    fake = generator(noise).view(sets, -1)
+
+    # (1) Update D: maximize log D(x) + log(1 - D(G(z))); real and fake go through D in one pass
+    d_optimizer.zero_grad()
+    decisions = discriminator(decorate_with_diffs(torch.cat([real, fake.detach()])))
+    errors = F.binary_cross_entropy(decisions, torch.cat([ones, zeros]), reduction="none")
+    d_real_error, d_fake_error = errors[:sets].mean(), errors[sets:].mean()
+    (d_real_error + d_fake_error).backward()
+    d_optimizer.step()
+
+    # (2) Update G: maximize log D(G(z)); D's gradients are computed but D is not stepped
+    g_optimizer.zero_grad()
+    if g_noise is not None:
+        fake = generator(g_noise).view(sets, -1)
+    g_error = F.binary_cross_entropy(discriminator(decorate_with_diffs(fake)), ones)
+    g_error.backward()
+    g_optimizer.step()
+    return d_real_error.detach(), d_fake_error.detach(), g_error.detach(), fake.detach()
+
+
+# ---- the loop
+def train(args, device):
+    tutorial = args.tutorial_recipe
+    # tutorial: betas (0.9, 0.999); with that momentum G overshoots and some seeds collapse or run away
+    betas = (0.9, 0.999) if tutorial else (0.5, 0.999)
+    # tutorial: D sees one minibatch per step; 4 independent minibatches make its gradient far less noisy
+    num_sets = 1 if tutorial else 4
+    generator = Generator().to(device)
+    discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
+    # fused=True: one kernel per step for all parameters; at this size Python overhead is the cost
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=betas, fused=True)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=betas, fused=True)
+    # tutorial: reports the last G; an exponential moving average of G's weights damps its late swings
+    averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999))
+
+    steps = min(args.steps, args.max_steps or args.steps)
+    history = []  # (step, fake mean, fake std)
+    bar = tqdm(range(steps), disable=args.quiet, mininterval=1.0)
+    for step in bar:
+        real = real_batch(num_sets, args.batch_size, device)
+        noise = noise_batch(num_sets, args.batch_size, device)
+        g_noise = noise_batch(num_sets, args.batch_size, device) if tutorial else None
+        d_real, d_fake, g_err, fake = train_step(generator, discriminator, g_optimizer, d_optimizer,
+                                                 real, noise, g_noise)
+        if not tutorial:
+            averaged.update_parameters(generator)
+        if step % args.print_interval == 0 or step == steps - 1:
+            r, f = real[0].cpu().numpy(), fake[0].cpu().numpy()
+            history.append((step, float(f.mean()), float(f.std())))
+            if not args.quiet:
+                bar.set_postfix(D=f"{(d_real + d_fake).item():.3f}", G=f"{g_err.item():.3f}")
+                tqdm.write(f"{step}: D: {d_real.item():.4f}/{d_fake.item():.4f} G: {g_err.item():.4f} "
+                           f"(Real: [{r.mean():.3f}, {r.std():.3f}], Fake: [{f.mean():.3f}, {f.std():.3f}])")
+    return (generator if tutorial else averaged.module), history
+
+
+# ---- evaluation and plots
+def normal_cdf(x, mean=DATA_MEAN, std=DATA_STDDEV):
+    return 0.5 * (1.0 + np.vectorize(math.erf)((x - mean) / (std * math.sqrt(2.0))))
+
+
+def ks_distance(samples):
+    """Kolmogorov-Smirnov distance between the samples' empirical CDF and N(4, 1.25)."""
+    x = np.sort(samples)
+    cdf = normal_cdf(x)
+    n = len(x)
+    return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
+
+
+def save_plots(history, samples, out, show=False):
+    steps, means, stds = zip(*history)
+    fig, (ax_mean, ax_std) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, values, target, name in ((ax_mean, means, DATA_MEAN, "mean"), (ax_std, stds, DATA_STDDEV, "std")):
+        ax.plot(steps, values, label=f"generated {name}")
+        ax.axhline(target, color="k", linestyle="--", label=f"target {target}")
+        ax.set_xlabel("step")
+        ax.set_title(f"generated {name} over training")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "stats.png"), dpi=100)
+
+    fig2, ax = plt.subplots(figsize=(6, 4))
+    real = np.random.normal(DATA_MEAN, DATA_STDDEV, len(samples))
+    bins = np.linspace(DATA_MEAN - 5 * DATA_STDDEV, DATA_MEAN + 5 * DATA_STDDEV, 80)
+    ax.hist(real, bins=bins, density=True, alpha=0.5, label="real samples")
+    ax.hist(samples, bins=bins, density=True, alpha=0.5, label="generated samples")
+    density = np.exp(-0.5 * ((bins - DATA_MEAN) / DATA_STDDEV) ** 2) / (DATA_STDDEV * math.sqrt(2 * math.pi))
+    ax.plot(bins, density, "k", label="N(4, 1.25)")
+    ax.set_title("final generator vs target")
+    ax.legend()
+    fig2.tight_layout()
+    fig2.savefig(os.path.join(out, "histogram.png"), dpi=100)
+    if show:
+        plt.show()
+    plt.close("all")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.show:
+        plt.switch_backend("Agg")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        print(f"device: {args.device}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but CUDA is not available", "use --device cpu or auto")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # 50-unit layers: extra threads only add synchronisation overhead
+    os.makedirs(args.out, exist_ok=True)
+
+    generator, history = train(args, torch.device(args.device))
+    with torch.no_grad():
+        samples = generator(noise_batch(1, 10000, args.device)).flatten().cpu().numpy()
+    save_plots(history, samples, args.out, args.show)
+    print(f"final: generated mean {samples.mean():.3f}, std {samples.std():.3f}, "
+          f"KS distance {ks_distance(samples):.4f} to N(4, 1.25) over 10000 samples; plots in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""A GAN of two 4-layer MLPs that learns to draw MNIST digits.
+
+    python mnist_mlp_gan.py              # full MNIST if it can download, else the bundled sample
+    python mnist_mlp_gan.py --epochs 1 --max-steps 20   # smoke run
+
+Mirrors "GAN入门实践" (shared/tutorials/mnist_mlp_gan.md): G 100-256-512-1024-784 with leaky ReLU
+and tanh, D 784-1024-512-256-1 with dropout and sigmoid, BCELoss, Adam 2e-4, batch 128.
+"""
+import argparse
+import contextlib
+import io
+import os
+import random
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from tqdm import tqdm
+
+Z_DIM, MNIST_DIM = 100, 28 * 28
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist_sample.npz")
+
+
+def positive(kind):
+    def parse(text):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=positive(int), help="passes over the data (default: the tutorial's 10 on "
+                   "full MNIST; 120 on the 5,000-digit sample, the same number of batches)")
+    p.add_argument("--batch-size", type=positive(int), default=128, help="images per batch; short last batch dropped")
+    p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate for G and D")
+    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: cuda, mps, cpu")
+    p.add_argument("--out", default="runs/mnist_mlp_gan", help="folder for every file written")
+    p.add_argument("--max-steps", type=positive(int), help="stop after this many iterations in total (smoke runs)")
+    p.add_argument("--data-root", default="data", help="where MNIST is, or is downloaded to")
+    p.add_argument("--num-workers", type=int, default=0, help="accepted for a common command line; MNIST is "
+                   "batched from one in-memory tensor, so no loader workers are needed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--show", action="store_true", help="also open the loss figure in a window")
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    args = p.parse_args(argv)
+    if args.num_workers < 0:
+        p.error(f"argument --num-workers: must be 0 or more, got {args.num_workers}")
+    return args
+
+
+def fail(what, fix):
+    print(f"error: {what} ({fix})", file=sys.stderr)
+    sys.exit(2)
+
+
+# ---- data: all of MNIST as one uint8 tensor, normalised a batch at a time
+def load_mnist(data_root):
+    """Returns (images uint8 (N, 28, 28), is_full_mnist)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision narrates each mirror it tries
+            return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
+    except (RuntimeError, OSError) as error:
+        reason = str(error).strip().splitlines()[-1].strip("<>")
+        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample {SAMPLE}")
+        with np.load(SAMPLE) as sample:
+            return torch.from_numpy(sample["images"]), False
+
+
+def batches(images, batch_size, device):
+    """Shuffled batches in [-1, 1], shape (B, 784); the short last batch is dropped, as in the tutorial."""
+    order = torch.randperm(len(images)).to(images.device)
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        batch = images[order[start:start + batch_size]].to(device, non_blocking=True)
+        # same as ToTensor + Normalize(0.5, 0.5), for the whole batch in one op
+        yield batch.view(len(batch), -1).float().div_(127.5).sub_(1.0)
+
+
+# ---- models, with the tutorial's layer names
+class Generator(nn.Module):
+    def __init__(self, g_input_dim=Z_DIM, g_output_dim=MNIST_DIM):
+        super().__init__()
+        self.fc1 = nn.Linear(g_input_dim, 256)
+        self.fc2 = nn.Linear(self.fc1.out_features, self.fc1.out_features * 2)
+        self.fc3 = nn.Linear(self.fc2.out_features, self.fc2.out_features * 2)
+        self.fc4 = nn.Linear(self.fc3.out_features, g_output_dim)
+
+    def forward(self, x):  # (B, 100) -> 256 -> 512 -> 1024 -> (B, 784) in [-1, 1]
+        x = F.leaky_relu(self.fc1(x), 0.2)
+        x = F.leaky_relu(self.fc2(x), 0.2)
+        x = F.leaky_relu(self.fc3(x), 0.2)
+        return torch.tanh(self.fc4(x))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, d_input_dim=MNIST_DIM):
+        super().__init__()
+        self.fc1 = nn.Linear(d_input_dim, 1024)
+        self.fc2 = nn.Linear(self.fc1.out_features, self.fc1.out_features // 2)
+        self.fc3 = nn.Linear(self.fc2.out_features, self.fc2.out_features // 2)
+        self.fc4 = nn.Linear(self.fc3.out_features, 1)
+        self.dropout = nn.Dropout(0.3)  # tutorial: F.dropout(x, 0.3), which stays on in eval() too
+
+    def forward(self, x):  # (B, 784) -> 1024 -> 512 -> 256 -> (B, 1) probability of "real"
+        x = self.dropout(F.leaky_relu(self.fc1(x), 0.2))
+        x = self.dropout(F.leaky_relu(self.fc2(x), 0.2))
+        x = self.dropout(F.leaky_relu(self.fc3(x), 0.2))
+        return torch.sigmoid(self.fc4(x))
+
+
+# ---- one training iteration
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
+    """One D update, then one G update on the same fake batch. Returns (d_loss, g_loss) as tensors."""
+    ones = torch.ones(len(real), 1, device=real.device)  # float labels sized by the batch, not `bs`
+    zeros = torch.zeros(len(real), 1, device=real.device)
+    # tutorial: G_train draws a second noise batch and runs G again; one fake batch serves both steps
+    fake = generator(torch.randn(len(real), Z_DIM, device=real.device))
+
+    # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
+    d_optimizer.zero_grad()
+    d_loss = F.binary_cross_entropy(discriminator(real), ones) + \
+        F.binary_cross_entropy(discriminator(fake.detach()), zeros)
+    d_loss.backward()
+    d_optimizer.step()
+
+    # (2) Update G: maximize log D(G(z))
+    g_optimizer.zero_grad()
+    g_loss = F.binary_cross_entropy(discriminator(fake), ones)
+    g_loss.backward()
+    g_optimizer.step()
+    return d_loss.detach(), g_loss.detach()
+
+
+# ---- outputs
+def save_atomically(obj, path):
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)  # an interrupted save never leaves a half-written file
+
+
+def save_grid(generator, fixed_noise, path):
+    generator.eval()
+    with torch.no_grad():
+        images = generator(fixed_noise).view(-1, 1, 28, 28)
+    generator.train()
+    torchvision.utils.save_image(images, path, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+def save_plots(d_losses, g_losses, grid_paths, out, show=False):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(d_losses, label="D", alpha=0.8)
+    ax.plot(g_losses, label="G", alpha=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title("Generator and discriminator loss during training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "losses.png"), dpi=100)
+    if show:
+        plt.show()
+    plt.close(fig)
+    frames = [Image.open(path) for path in grid_paths]
+    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400, loop=0)
+
+
+# ---- the loop
+def train(args, images, device):
+    generator, discriminator = Generator().to(device), Discriminator().to(device)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr)  # tutorial: default betas
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.lr)
+    fixed_noise = torch.randn(64, Z_DIM, device=device)
+    images = images.to(device)
+    d_history, g_history, grid_paths, step, interrupted = [], [], [], 0, False
+    with open(os.path.join(args.out, "loss.txt"), "w") as loss_file:
+        for epoch in range(1, args.epochs + 1):
+            d_losses, g_losses = [], []
+            bar = tqdm(batches(images, args.batch_size, device), total=len(images) // args.batch_size,
+                       desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
+            try:
+                for real in bar:
+                    d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real)
+                    d_losses.append(d_loss)
+                    g_losses.append(g_loss)
+                    step += 1
+                    if step % 20 == 0 and not args.quiet:  # .item() waits for the GPU: not every step
+                        bar.set_postfix(D=f"{d_loss.item():.3f}", G=f"{g_loss.item():.3f}")
+                    if step == args.max_steps:
+                        break
+            except KeyboardInterrupt:
+                interrupted = True
+            if not d_losses:
+                break
+            d_losses, g_losses = torch.stack(d_losses).cpu(), torch.stack(g_losses).cpu()
+            if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
+                fail(f"loss became NaN/inf in epoch {epoch}", "try a lower --lr; the last good generator.pt is kept")
+            d_history += d_losses.tolist()
+            g_history += g_losses.tolist()
+            loss_file.write(f"[{epoch}/{args.epochs}]: loss_d: {d_losses.mean():.3f}, loss_g: {g_losses.mean():.3f}\n")
+            loss_file.flush()
+            grid_paths.append(os.path.join(args.out, f"samples_epoch_{epoch:03d}.png"))
+            save_grid(generator, fixed_noise, grid_paths[-1])
+            save_atomically(generator.state_dict(), os.path.join(args.out, "generator.pt"))
+            if not args.quiet:
+                print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
+            if interrupted or step == args.max_steps:
+                break
+    return d_history, g_history, grid_paths, interrupted
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.show:
+        plt.switch_backend("Agg")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        print(f"device: {args.device}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but CUDA is not available", "use --device cpu or auto")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        fail("--device mps but MPS is not available", "use --device cpu or auto")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+
+    images, full = load_mnist(args.data_root)
+    if args.epochs is None:
+        args.epochs = 10 if full else 120
+    d_history, g_history, grid_paths, interrupted = train(args, images, torch.device(args.device))
+    if grid_paths:
+        save_plots(d_history, g_history, grid_paths, args.out, args.show)
+        print(f"wrote {len(grid_paths)} sample grids, losses.png, progress.gif, loss.txt, generator.pt to {args.out}")
+    if interrupted:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

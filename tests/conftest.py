@@ -1,0 +1,39 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script, *args, timeout=300, env=None):
+    """Run one of the top-level scripts as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
+
+
+def assert_one_line_error(result, *fragments):
+    """Bad input: exit 2, one line on stderr starting 'error:', no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def assert_image(path, min_size=16):
+    assert os.path.isfile(path), f"{path} was not written"
+    with Image.open(path) as image:
+        image.load()
+        assert min(image.size) >= min_size
+        return image.size
+
+
+@pytest.fixture
+def mnist_sample():
+    with np.load(os.path.join(ROOT, "data", "mnist_sample.npz")) as f:
+        return f["images"], f["labels"]

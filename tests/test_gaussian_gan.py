@@ -1,0 +1,81 @@
+import numpy as np
+import torch
+
+import gaussian_gan as gg
+from conftest import assert_image, assert_one_line_error, run_script
+
+
+def test_generator_maps_each_noise_value_to_one_sample():
+    out = gg.Generator()(gg.noise_batch(4, 100))
+    assert out.shape == (400, 1) and out.dtype == torch.float32
+
+
+def test_discriminator_gives_one_probability_per_minibatch():
+    decorated = gg.decorate_with_diffs(gg.real_batch(3, 100))
+    assert decorated.shape == (3, 200)  # 100 samples + 100 squared deviations
+    out = gg.Discriminator()(decorated)
+    assert out.shape == (3, 1) and ((out > 0) & (out < 1)).all()
+
+
+def test_decorate_with_diffs_appends_squared_deviation_from_the_mean():
+    data = torch.tensor([[1.0, 2.0, 6.0]])
+    assert torch.equal(gg.decorate_with_diffs(data), torch.tensor([[1.0, 2.0, 6.0, 4.0, 1.0, 9.0]]))
+
+
+def seeded_losses(steps=5, seed=0):
+    torch.manual_seed(seed)
+    g, d = gg.Generator(), gg.Discriminator()
+    g_opt, d_opt = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
+    losses = []
+    for _ in range(steps):
+        d_real, d_fake, g_err, _ = gg.train_step(g, d, g_opt, d_opt, gg.real_batch(4, 100), gg.noise_batch(4, 100))
+        losses.append((d_real.item(), d_fake.item(), g_err.item()))
+    return losses
+
+
+def test_seeded_steps_are_repeatable_and_finite():
+    first = seeded_losses()
+    assert first == seeded_losses()
+    assert np.isfinite(first).all()
+
+
+def test_d_step_changes_only_d_and_g_step_only_g():
+    torch.manual_seed(0)
+    g, d = gg.Generator(), gg.Discriminator()
+    g_before = [p.clone() for p in g.parameters()]
+    d_before = [p.clone() for p in d.parameters()]
+    frozen = torch.optim.SGD(g.parameters(), lr=0.0)  # G's optimizer does nothing: only D may move
+    gg.train_step(g, d, frozen, torch.optim.Adam(d.parameters(), 1e-3), gg.real_batch(1, 100), gg.noise_batch(1, 100))
+    assert all(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))
+    assert not any(torch.equal(a, b) for a, b in zip(d_before, d.parameters()))
+    d_now = [p.clone() for p in d.parameters()]
+    gg.train_step(g, d, torch.optim.Adam(g.parameters(), 1e-3), torch.optim.SGD(d.parameters(), lr=0.0),
+                  gg.real_batch(1, 100), gg.noise_batch(1, 100))
+    assert all(torch.equal(a, b) for a, b in zip(d_now, d.parameters()))
+    assert not any(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))
+
+
+def test_short_seeded_run_moves_generated_mean_most_of_the_way_to_4(tmp_path):
+    result = run_script("gaussian_gan.py", "--steps", 3000, "--seed", 0, "--quiet", "--out", tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    final = result.stdout.strip().splitlines()[-1]
+    mean = float(final.split("generated mean ")[1].split(",")[0])
+    assert abs(mean - 4.0) < 1.0, final  # starts near 0; most of the way is within 1 of 4
+
+
+def test_cli_writes_both_plots(tmp_path):
+    result = run_script("gaussian_gan.py", "--max-steps", 50, "--print-interval", 10, "--out", tmp_path / "new")
+    assert result.returncode == 0, result.stderr
+    assert "final: generated mean" in result.stdout
+    assert_image(tmp_path / "new" / "stats.png")
+    assert_image(tmp_path / "new" / "histogram.png")
+
+
+def test_help_exits_0():
+    result = run_script("gaussian_gan.py", "--help")
+    assert result.returncode == 0 and "--tutorial-recipe" in result.stdout
+
+
+def test_nonsense_flags_exit_2_with_one_line():
+    assert_one_line_error(run_script("gaussian_gan.py", "--steps", 0), "--steps", "positive")
+    assert_one_line_error(run_script("gaussian_gan.py", "--batch-size", -1), "--batch-size")
