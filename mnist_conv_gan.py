@@ -38,8 +38,7 @@ def positive(kind):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=positive(int), help="passes over the data (default: 10 on full MNIST, "
-                   "a CPU-sized run; the tutorial's 100 is a GPU figure. 120 on the 5,000-digit sample, "
-                   "the same number of batches)")
+                   "60 on the 5,000-digit sample: CPU-sized runs; the tutorial's 100 is a GPU figure)")
     p.add_argument("--batch-size", type=positive(int), default=512, help="images per batch")
     p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate for G and D")
     p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch")
@@ -82,7 +81,7 @@ def batches(images, batch_size, device):
     for start in range(0, len(images), batch_size):
         batch = images[order[start:start + batch_size]].to(device, non_blocking=True)
         # tutorial: ToTensor only, so real images in [0, 1] face a tanh generator's [-1, 1]; rescale them
-        yield batch.unsqueeze(1).float().div_(127.5).sub_(1.0)
+        yield batch.unsqueeze(1).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
 
 
 # ---- models, as the tutorial prints them
@@ -198,8 +197,9 @@ def save_plots(d_losses, g_losses, grid_paths, out, show=False):
 
 # ---- the loop
 def train(args, images, device):
-    generator = Generator(Z_DIM, 1).to(device).apply(weights_init)
-    discriminator = Discriminator(1).to(device).apply(weights_init)
+    # channels_last: the layout oneDNN and cuDNN convolutions run fastest in (~1.3x per step on CPU)
+    generator = Generator(Z_DIM, 1).to(device, memory_format=torch.channels_last).apply(weights_init)
+    discriminator = Discriminator(1).to(device, memory_format=torch.channels_last).apply(weights_init)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     fixed_noise = torch.randn(64, Z_DIM, device=device)
@@ -259,7 +259,7 @@ def main(argv=None):
 
     images, full = load_mnist(args.data_root)
     if args.epochs is None:
-        args.epochs = 10 if full else 120
+        args.epochs = 10 if full else 60
     d_history, g_history, grid_paths, interrupted = train(args, images, torch.device(args.device))
     if grid_paths:
         save_plots(d_history, g_history, grid_paths, args.out, args.show)
