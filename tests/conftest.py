@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -37,3 +38,29 @@ def assert_image(path, min_size=16):
 def mnist_sample():
     with np.load(os.path.join(ROOT, "data", "mnist_sample.npz")) as f:
         return f["images"], f["labels"]
+
+
+# parameter counts written from the tutorials' layer lists, independently of our modules
+def linear(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def conv(c_in, c_out, k, bias=True):
+    return c_in * c_out * k * k + (c_out if bias else 0)
+
+
+def batchnorm(c):
+    return 2 * c
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def snapshot(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def moved(before, model):
+    """How many of the model's parameter tensors changed since `before`."""
+    return sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

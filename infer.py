@@ -1,0 +1,138 @@
+"""Look at what a trained DCGAN generator learned: a grid of samples, a latent walk, an interpolation.
+
+    python dcgan_celeba.py --epochs 1 && python infer.py        # samples.png
+    python infer.py --walk --z-index 7 --steps 8 --span 3        # walk.png: only z[7] changes
+    python infer.py --interpolate --steps 10                     # interpolation.png
+
+Mirrors the inference script of shared/tutorials/infer_and_dcgan.md, importing its Generator from
+dcgan_celeba.py as the tutorial imports from its dcgan module.
+"""
+import argparse
+import os
+import sys
+
+import matplotlib.pyplot as plt
+import torch
+import torchvision.utils as vutils
+
+from dcgan_celeba import Z_DIM, Generator
+
+PREFIXES = ("module.", "_orig_mod.")  # added by DataParallel/DDP and by torch.compile
+
+
+def positive(kind):
+    def parse(text):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/dcgan_celeba/checkpoint_last.pt",
+                   help="a dcgan_celeba.py checkpoint, or a bare generator state_dict")
+    p.add_argument("--num-images", type=positive(int), default=64, help="samples in the grid")
+    p.add_argument("--seed", type=int, default=1, help="seed of the fixed noise (tutorial: 1)")
+    p.add_argument("--walk", action="store_true", help="vary one dimension of one noise vector")
+    p.add_argument("--z-index", type=int, default=0, help=f"which dimension the walk varies (0..{Z_DIM - 1})")
+    p.add_argument("--steps", type=positive(int), default=8, help="images in a walk or an interpolation")
+    p.add_argument("--span", type=positive(float), default=3.0, help="the walk goes from -span to +span")
+    p.add_argument("--interpolate", action="store_true", help="spherical interpolation between two noise vectors")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: cuda, mps, cpu")
+    p.add_argument("--out", help="PNG to write (default samples.png, walk.png or interpolation.png)")
+    p.add_argument("--show", action="store_true", help="also open the picture in a window")
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    args = p.parse_args(argv)
+    if not 0 <= args.z_index < Z_DIM:
+        p.error(f"argument --z-index: must be in 0..{Z_DIM - 1}, got {args.z_index}")
+    if args.walk and args.interpolate:
+        p.error("choose one of --walk and --interpolate")
+    return args
+
+
+def fail(what, fix):
+    print(f"error: {what} ({fix})", file=sys.stderr)
+    sys.exit(2)
+
+
+def strip_prefixes(state_dict):
+    """The tutorial's remove_module(), for torch.compile's prefix too."""
+    clean = {}
+    for key, value in state_dict.items():
+        while key.startswith(PREFIXES):
+            key = key[len(next(p for p in PREFIXES if key.startswith(p))):]
+        clean[key] = value
+    return clean
+
+
+def load_generator(path, device="cpu"):
+    if not os.path.isfile(path):
+        fail(f"checkpoint {path} does not exist", "train one with `python dcgan_celeba.py` or pass --checkpoint")
+    try:  # map_location: a checkpoint saved on a GPU loads on a CPU-only machine
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "it is corrupt; use another checkpoint")
+    state_dict = checkpoint.get("g_model_state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint or a generator state_dict")
+    generator = Generator()
+    try:
+        generator.load_state_dict(strip_prefixes(state_dict))
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:160]
+        fail(f"{path} does not fit the DCGAN generator: {detail}", "was it written by dcgan_celeba.py?")
+    # tutorial: no eval(), so BatchNorm uses batch statistics and each image depends on its batch-mates
+    return generator.to(device).eval()
+
+
+def walk_noise(z, z_index, steps, span):
+    """`steps` copies of z (1, Z, 1, 1) with only dimension z_index set to values from -span to +span."""
+    # tutorial: `add_noise = single_noise[0, z_idx, 0, 0] + i*0.01` writes one scalar into all 100 dimensions
+    noise = z.repeat(steps, 1, 1, 1)
+    noise[:, z_index, 0, 0] = torch.linspace(-span, span, steps)
+    return noise
+
+
+def slerp(a, b, steps):
+    """Spherical interpolation from a to b (each (1, Z, 1, 1)): stays where Gaussian noise has its mass."""
+    t = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
+    omega = torch.acos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.show:
+        plt.switch_backend("Agg")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but CUDA is not available", "use --device cpu or auto")
+    generator = load_generator(args.checkpoint, args.device)
+
+    seeded = torch.Generator().manual_seed(args.seed)  # noise drawn on the CPU: the same on any device
+    if args.walk:
+        noise, nrow, default_out = walk_noise(torch.randn(1, Z_DIM, 1, 1, generator=seeded), args.z_index,
+                                              args.steps, args.span), args.steps, "walk.png"
+    elif args.interpolate:
+        a, b = torch.randn(2, 1, Z_DIM, 1, 1, generator=seeded)
+        noise, nrow, default_out = slerp(a, b, args.steps), args.steps, "interpolation.png"
+    else:
+        noise, nrow, default_out = torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8, "samples.png"
+    with torch.no_grad():
+        images = generator(noise.to(args.device)).cpu()
+    out = args.out or default_out
+    vutils.save_image(images, out, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    print(f"wrote {len(images)} images to {out}")
+    if args.show:
+        plt.imshow(plt.imread(out))
+        plt.axis("off")
+        plt.show()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dcgan_celeba as dc
+from conftest import ROOT, assert_image, assert_one_line_error, batchnorm, conv, moved, n_params, run_script, snapshot
+
+SMALL = ["--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Eight real face pictures as JPEG/PNG files, nested as CelebA's img_align_celeba/."""
+    with np.load(os.path.join(ROOT, "data", "faces_sample.npz")) as f:
+        faces = f["images"][:8]
+    folder = tmp_path / "faces" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    for i, face in enumerate(faces):
+        Image.fromarray(face).convert("RGB").resize((70, 80)).save(folder / f"{i:06d}.{'jpg' if i % 2 else 'png'}")
+    return tmp_path / "faces"
+
+
+def test_models_have_the_tutorials_shapes_and_parameter_counts():
+    g, d = dc.Generator(), dc.Discriminator()
+    fake = g(torch.randn(3, 100, 1, 1))
+    assert fake.shape == (3, 3, 64, 64) and fake.abs().max() <= 1
+    assert d(fake).shape == (3, 1)
+    assert n_params(g) == (conv(100, 1024, 4, False) + batchnorm(1024) + conv(1024, 512, 4, False) + batchnorm(512) +
+                           conv(512, 256, 4, False) + batchnorm(256) + conv(256, 128, 4, False) + batchnorm(128) +
+                           conv(128, 3, 4, False) + batchnorm(3))
+    assert n_params(d) == (conv(3, 32, 4) + batchnorm(32) + conv(32, 64, 4) + batchnorm(64) + conv(64, 128, 4) +
+                           batchnorm(128) + conv(128, 128, 4) + batchnorm(128) + conv(128, 1, 4))
+    assert d.disc[2][0].stride == (1, 1)  # the tutorial's stride-1 third block
+
+
+def test_image_folder_at_any_depth_loads_as_64px_in_minus_one_one(image_folder):
+    dataset = dc.ImageFiles(str(image_folder), 64)
+    assert len(dataset) == 8
+    image = dataset[0]
+    assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
+
+
+def test_demo_faces_are_3x64x64_in_minus_one_one():
+    faces = dc.DemoFaces(64)
+    assert len(faces) == 100 and faces[0].shape == (3, 64, 64)
+    assert -1 <= faces[0].min() < faces[0].max() <= 1
+
+
+def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
+    def run():
+        torch.manual_seed(0)
+        g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
+        real = torch.stack([dc.DemoFaces(64)[i] for i in range(4)])
+        g0, d0 = snapshot(g), snapshot(d)
+        frozen_g = torch.optim.SGD(g.parameters(), lr=0.0)
+        losses = dc.train_step(g, d, frozen_g, torch.optim.Adam(d.parameters()), real)
+        assert moved(g0, g) == 0 and moved(d0, d) == len(d0)
+        d1 = snapshot(d)
+        losses += dc.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.SGD(d.parameters(), lr=0.0),
+                                real, label_smoothing=True)
+        assert moved(d1, d) == 0 and moved(g0, g) == len(g0)
+        return [x.item() for x in losses]
+    first = run()
+    assert np.isfinite(first).all() and first == run()
+
+
+def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
+    result = run_script("dcgan_celeba.py", "--max-steps", 2, *SMALL, "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "bundled demo faces" in result.stdout  # no CelebA in data/celeba: says so, trains on real faces
+    assert assert_image(tmp_path / "run" / "fake_epoch_001.png") == (8 * 66 + 2,) * 2
+    for name in ("losses.png", "real_vs_fake.png", "progress.gif"):
+        assert_image(tmp_path / "run" / name)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    assert {"g_model_state_dict", "d_model_state_dict", "g_optimizer_state_dict", "d_optimizer_state_dict",
+            "epoch", "args"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 1 and len(checkpoint["losses"]["d"]) == 2
+    dc.Generator().load_state_dict(checkpoint["g_model_state_dict"])
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, image_folder):
+    common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--save-every", 1]
+    straight = run_script("dcgan_celeba.py", "--epochs", 2, *common, "--out", tmp_path / "straight")
+    first = run_script("dcgan_celeba.py", "--epochs", 1, *common, "--out", tmp_path / "split")
+    assert straight.returncode == 0 and first.returncode == 0, straight.stderr + first.stderr
+    assert (tmp_path / "split" / "checkpoint_epoch_001.pt").exists()
+    second = run_script("dcgan_celeba.py", "--epochs", 2, *common, "--out", tmp_path / "split",
+                        "--resume", tmp_path / "split" / "checkpoint_last.pt")
+    assert second.returncode == 0, second.stderr
+    a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for key in ("g_model_state_dict", "d_model_state_dict"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key])
+    assert a["losses"] == b["losses"]
+
+
+def test_given_data_root_that_is_missing_or_empty_exits_2(tmp_path):
+    assert_one_line_error(run_script("dcgan_celeba.py", "--data-root", tmp_path / "nope", *SMALL), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_script("dcgan_celeba.py", "--data-root", tmp_path / "empty", *SMALL), "holds no images")
+
+
+def test_unreadable_image_names_the_file(tmp_path, image_folder):
+    bad = image_folder / "img_align_celeba" / "000000.png"
+    bad.write_bytes(b"not a picture")
+    result = run_script("dcgan_celeba.py", "--data-root", image_folder, "--max-steps", 2, *SMALL, "--out", tmp_path / "o")
+    assert_one_line_error(result, "unreadable image", "000000.png")
+
+
+def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path):
+    out = tmp_path / "run"
+    assert run_script("dcgan_celeba.py", "--max-steps", 1, *SMALL, "--out", out).returncode == 0
+    good = (out / "checkpoint_last.pt").read_bytes()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(good[: len(good) // 2])
+    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
+    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", tmp_path / "none.pt", *SMALL), "does not exist")
+    other = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    other["args"]["image_size"] = 128
+    torch.save(other, tmp_path / "other.pt")
+    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", tmp_path / "other.pt", *SMALL, "--out", out),
+                          "--image-size 128")
+    other["args"]["image_size"] = 64
+    other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
+    torch.save(other, tmp_path / "mismatch.pt")
+    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit")
+    assert (out / "checkpoint_last.pt").read_bytes() == good
+    assert_one_line_error(run_script("dcgan_celeba.py", "--image-size", 128), "--image-size")
+    assert_one_line_error(run_script("dcgan_celeba.py", "--epochs", 0), "--epochs")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_script("dcgan_celeba.py", "--device", "cuda"), "CUDA is not available")
+
+
+def test_torchrun_two_cpu_processes_rank_0_alone_writes(tmp_path):
+    out = tmp_path / "ddp"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             os.path.join(ROOT, "dcgan_celeba.py"), "--max-steps", "2", *map(str, SMALL), "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("checkpoint_last.pt, losses.png") == 1  # only rank 0 reports and writes
+    state = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
+    assert not any(name.endswith(".tmp") for name in os.listdir(out))

@@ -1,0 +1,166 @@
+"""Both MNIST scripts: models, steps, data path and CLI. Parametrised where they share behaviour."""
+import pytest
+import torch
+from PIL import Image
+
+import mnist_conv_gan
+import mnist_mlp_gan
+from conftest import (assert_image, assert_one_line_error, batchnorm, conv, linear, moved, n_params,
+                      run_script, snapshot)
+
+TUTORIAL_CONV_GENERATOR = """Generator(
+  (gen): Sequential(
+    (0): ConvTranspose2d(100, 256, kernel_size=(3, 3), stride=(2, 2))
+    (1): BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (2): ReLU(inplace=True)
+    (3): ConvTranspose2d(256, 128, kernel_size=(4, 4), stride=(1, 1))
+    (4): BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (5): ReLU(inplace=True)
+    (6): ConvTranspose2d(128, 64, kernel_size=(3, 3), stride=(2, 2))
+    (7): BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (8): ReLU(inplace=True)
+    (9): ConvTranspose2d(64, 1, kernel_size=(4, 4), stride=(2, 2))
+    (10): Tanh()
+  )
+)"""
+# the tutorial's printed discriminator, whose last line the page cut off, restored
+TUTORIAL_CONV_DISCRIMINATOR = """Discriminator(
+  (disc): Sequential(
+    (0): Conv2d(1, 16, kernel_size=(4, 4), stride=(2, 2))
+    (1): BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (2): LeakyReLU(negative_slope=0.2, inplace=True)
+    (3): Conv2d(16, 32, kernel_size=(4, 4), stride=(2, 2))
+    (4): BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (5): LeakyReLU(negative_slope=0.2, inplace=True)
+    (6): Conv2d(32, 1, kernel_size=(4, 4), stride=(2, 2))
+  )
+)"""
+
+
+def models(script):
+    if script is mnist_mlp_gan:
+        return mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()
+    return mnist_conv_gan.Generator(100, 1), mnist_conv_gan.Discriminator(1)
+
+
+def test_conv_modules_print_as_the_tutorial():
+    # newer torch adds `bias=True` to BatchNorm's repr; everything else must match
+    assert str(mnist_conv_gan.Generator(100, 1)).replace(" bias=True,", "") == TUTORIAL_CONV_GENERATOR
+    assert str(mnist_conv_gan.Discriminator(1)).replace(" bias=True,", "") == TUTORIAL_CONV_DISCRIMINATOR
+
+
+def test_parameter_counts_equal_the_tutorials_architectures():
+    g, d = models(mnist_mlp_gan)
+    assert n_params(g) == linear(100, 256) + linear(256, 512) + linear(512, 1024) + linear(1024, 784)
+    assert n_params(d) == linear(784, 1024) + linear(1024, 512) + linear(512, 256) + linear(256, 1)
+    g, d = models(mnist_conv_gan)
+    assert n_params(g) == (conv(100, 256, 3) + batchnorm(256) + conv(256, 128, 4) + batchnorm(128) +
+                           conv(128, 64, 3) + batchnorm(64) + conv(64, 1, 4))
+    assert n_params(d) == conv(1, 16, 4) + batchnorm(16) + conv(16, 32, 4) + batchnorm(32) + conv(32, 1, 4)
+
+
+def test_mlp_shapes_and_ranges():
+    g, d = models(mnist_mlp_gan)
+    fake = g(torch.randn(5, 100))
+    assert fake.shape == (5, 784) and fake.abs().max() <= 1
+    score = d(fake)
+    assert score.shape == (5, 1) and ((score > 0) & (score < 1)).all()
+
+
+def test_conv_shapes_and_ranges():
+    g, d = models(mnist_conv_gan)
+    fake = g(torch.randn(5, 100))
+    assert fake.shape == (5, 1, 28, 28) and fake.abs().max() <= 1
+    assert d(fake).shape == (5, 1)  # logits: any real number
+
+
+def test_mlp_dropout_is_off_in_eval_mode():
+    d = mnist_mlp_gan.Discriminator().eval()
+    x = torch.randn(4, 784)
+    assert torch.equal(d(x), d(x))
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_batches_are_normalised_to_minus_one_one(script, mnist_sample):
+    images = torch.from_numpy(mnist_sample[0][:300])
+    batches = list(script.batches(images, 128, "cpu"))
+    assert all(b.dtype == torch.float32 and b.min() == -1 and b.max() == 1 for b in batches)
+    sizes = [len(b) for b in batches]
+    # MLP drops the short last batch like the tutorial; the conv tutorial's DataLoader keeps it
+    assert sizes == ([128, 128] if script is mnist_mlp_gan else [128, 128, 44])
+
+
+def steps_on_sample(script, mnist_sample, seed=0, n=3):
+    torch.manual_seed(seed)
+    g, d = models(script)
+    g_opt, d_opt = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
+    images = torch.from_numpy(mnist_sample[0])
+    losses = []
+    for real, _ in zip(script.batches(images, 64, "cpu"), range(n)):
+        losses.append([x.item() for x in script.train_step(g, d, g_opt, d_opt, real)])
+    return losses
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_steps_on_real_digits_are_finite_and_repeatable(script, mnist_sample):
+    first = steps_on_sample(script, mnist_sample)
+    assert torch.isfinite(torch.tensor(first)).all()
+    assert first == steps_on_sample(script, mnist_sample)
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_d_step_changes_only_d_and_g_step_only_g(script, mnist_sample):
+    torch.manual_seed(0)
+    g, d = models(script)
+    real = next(script.batches(torch.from_numpy(mnist_sample[0]), 32, "cpu"))
+    g0, d0 = snapshot(g), snapshot(d)
+    script.train_step(g, d, torch.optim.SGD(g.parameters(), lr=0.0), torch.optim.Adam(d.parameters()), real)
+    assert moved(g0, g) == 0 and moved(d0, d) == len(d0)
+    d1 = snapshot(d)
+    script.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.SGD(d.parameters(), lr=0.0), real)
+    assert moved(d1, d) == 0 and moved(g0, g) == len(g0)
+
+
+def test_conv_d_loss_on_real_digits_falls_in_first_steps(mnist_sample):
+    torch.manual_seed(0)
+    g, d = models(mnist_conv_gan)
+    g.apply(mnist_conv_gan.weights_init)
+    d.apply(mnist_conv_gan.weights_init)
+    g_opt = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
+    real = next(mnist_conv_gan.batches(torch.from_numpy(mnist_sample[0]), 128, "cpu"))
+
+    def real_loss():
+        with torch.no_grad():
+            logits = d(real)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item()
+
+    before = real_loss()
+    for _ in range(5):
+        mnist_conv_gan.train_step(g, d, g_opt, d_opt, real)
+    assert real_loss() < before
+
+
+@pytest.mark.parametrize("script", ["mnist_mlp_gan.py", "mnist_conv_gan.py"])
+def test_cli_smoke_run_writes_every_output(script, tmp_path):
+    out = tmp_path / "out"
+    result = run_script(script, "--max-steps", 2, "--batch-size", 32, "--data-root", tmp_path / "mnist",
+                        "--out", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    # offline: one line says why and that it trains on the bundled real digits
+    assert "MNIST download failed" in result.stdout and "bundled 5,000-digit sample" in result.stdout
+    assert assert_image(out / "samples_epoch_001.png") == (8 * 30 + 2,) * 2  # 8x8 grid of 28px + padding
+    assert_image(out / "losses.png")
+    with Image.open(out / "progress.gif") as gif:
+        assert gif.n_frames >= 1
+    assert (out / "loss.txt").read_text().startswith("[1/")
+    state = torch.load(out / "generator.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+@pytest.mark.parametrize("script", ["mnist_mlp_gan.py", "mnist_conv_gan.py"])
+def test_bad_flags_exit_2_with_one_line(script):
+    assert_one_line_error(run_script(script, "--batch-size", 0), "--batch-size")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_script(script, "--device", "cuda"), "CUDA is not available")
+    assert run_script(script, "--help").returncode == 0
