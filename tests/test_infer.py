@@ -1,0 +1,78 @@
+import pytest
+import torch
+from PIL import Image
+
+import infer
+from conftest import assert_image, assert_one_line_error, run_script
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dcgan")
+    result = run_script("dcgan_celeba.py", "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
+                        "--device", "cpu", "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out / "checkpoint_last.pt"
+
+
+def grid(checkpoint, out, *extra):
+    result = run_script("infer.py", "--checkpoint", checkpoint, "--out", out, "--num-images", 4, *extra)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        return image.convert("RGB").tobytes()
+
+
+def test_full_prefixed_and_bare_checkpoints_give_the_same_grid(checkpoint, tmp_path):
+    state = torch.load(checkpoint, weights_only=True)["g_model_state_dict"]
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pt")
+    torch.save({f"_orig_mod.module.{k}": v for k, v in state.items()}, tmp_path / "compiled_ddp.pt")
+    torch.save(state, tmp_path / "bare.pt")
+    expected = grid(checkpoint, tmp_path / "full.png")
+    assert_image(tmp_path / "full.png")
+    for name in ("ddp.pt", "compiled_ddp.pt", "bare.pt"):
+        assert grid(tmp_path / name, tmp_path / f"{name}.png") == expected
+
+
+def test_walk_changes_only_dimension_k():
+    z = torch.randn(1, 100, 1, 1)
+    noise = infer.walk_noise(z, 7, steps=5, span=2.0)
+    assert noise.shape == (5, 100, 1, 1)
+    assert torch.equal(noise[:, 7, 0, 0], torch.linspace(-2, 2, 5))
+    others = torch.ones(100, dtype=torch.bool)
+    others[7] = False
+    assert torch.equal(noise[:, others], z[:, others].expand(5, -1, -1, -1))
+
+
+def test_slerp_starts_and_ends_at_the_two_noise_vectors():
+    a, b = torch.randn(2, 1, 100, 1, 1)
+    path = infer.slerp(a, b, 6)
+    assert path.shape == (6, 100, 1, 1)
+    assert torch.allclose(path[0], a[0], atol=1e-5) and torch.allclose(path[-1], b[0], atol=1e-5)
+    # spherical: the norm stays between the endpoints' instead of dipping through the middle
+    assert path.flatten(1).norm(dim=1).min() > 0.95 * min(a.norm(), b.norm())
+
+
+def test_an_image_does_not_depend_on_its_batch_mates(checkpoint):
+    generator = infer.load_generator(str(checkpoint))
+    noise = torch.randn(64, 100, 1, 1)
+    with torch.no_grad():
+        alone, in_batch = generator(noise[:1]), generator(noise)[:1]
+    assert torch.allclose(alone, in_batch, atol=1e-5)
+
+
+def test_walk_and_interpolate_write_one_row(checkpoint, tmp_path):
+    for mode, steps in (("--walk", 5), ("--interpolate", 6)):
+        result = run_script("infer.py", "--checkpoint", checkpoint, mode, "--steps", steps, "--out", tmp_path / "row.png")
+        assert result.returncode == 0, result.stderr
+        assert assert_image(tmp_path / "row.png") == (steps * 66 + 2, 68)
+
+
+def test_bad_checkpoints_exit_2_with_one_line(checkpoint, tmp_path):
+    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "missing.pt"), "does not exist")
+    (tmp_path / "corrupt.pt").write_bytes(checkpoint.read_bytes()[:5000])
+    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "corrupt.pt"), "cannot be read")
+    torch.save({"gen.0.0.weight": torch.zeros(2, 2)}, tmp_path / "shapes.pt")
+    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "shapes.pt"), "does not fit")
+    torch.save({"epoch": 3, "args": {}}, tmp_path / "no_weights.pt")
+    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "no_weights.pt"), "no generator weights")
+    assert_one_line_error(run_script("infer.py", "--checkpoint", checkpoint, "--z-index", 100), "--z-index")
