@@ -1,0 +1,172 @@
+"""Speed of our training iterations against the tutorials' loops as printed, side by side.
+
+    python bench/speed.py            # full: tutorial batch sizes, 5 timed repeats each
+    python bench/speed.py --quick    # small batches, 2 repeats: a smoke run
+
+For each image script it builds the same models and the same real batch, then alternates
+(tutorial, ours, tutorial, ours, ...) after a warm-up, so machine noise hits both alike, and
+reports the median images/s of each and their ratio. It also times one pass over the bundled MNIST
+sample through our in-memory data path against torchvision's per-image ToTensor DataLoader, and the
+DCGAN step's achieved GFLOP/s (FlopCounterMode) against a large fp32 matmul in the same process.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import dcgan_celeba  # noqa: E402
+import mnist_conv_gan  # noqa: E402
+import mnist_mlp_gan  # noqa: E402
+
+SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist_sample.npz")
+
+
+# ---- the tutorials' iterations, as printed (undefined names filled in, nothing else changed)
+def tutorial_mlp_step(G, D, G_optimizer, D_optimizer, x, criterion=nn.BCELoss(), z_dim=100):
+    bs = len(x)
+    D.zero_grad()  # D_train
+    x_real, y_real = x.view(-1, 784), torch.ones(bs, 1)
+    D_real_loss = criterion(D(x_real), y_real)
+    z = torch.randn(bs, z_dim)
+    x_fake, y_fake = G(z), torch.zeros(bs, 1)  # not detached: D's backward also runs through G
+    D_fake_loss = criterion(D(x_fake), y_fake)
+    (D_real_loss + D_fake_loss).backward()
+    D_optimizer.step()
+    G.zero_grad()  # G_train: a second noise batch and generator pass
+    z, y = torch.randn(bs, z_dim), torch.ones(bs, 1)
+    G_loss = criterion(D(G(z)), y)
+    G_loss.backward()
+    G_optimizer.step()
+
+
+def tutorial_conv_step(gen, disc, gen_opt, disc_opt, real_images, Loss=nn.BCEWithLogitsLoss(), latent_dim=100):
+    num_images = len(real_images)
+    disc_opt.zero_grad()
+    img_gen = gen(torch.randn(num_images, latent_dim)).detach()
+    disc_gen, disc_real = disc(img_gen), disc(real_images)
+    D_loss = ((Loss(disc_gen, torch.zeros_like(disc_gen)) + Loss(disc_real, torch.ones_like(disc_real))) / 2).mean()
+    D_loss.backward(retain_graph=True)
+    disc_opt.step()
+    gen_opt.zero_grad()
+    disc_gen = disc(gen(torch.randn(num_images, latent_dim)))
+    G_loss = Loss(disc_gen, torch.ones_like(disc_gen))
+    G_loss.backward(retain_graph=True)
+    gen_opt.step()
+
+
+def tutorial_dcgan_step(gen, disc, gen_optimizer, disc_optimizer, real, criterion=nn.BCEWithLogitsLoss(), z_dim=100):
+    cur_batch_size = len(real)
+    disc_optimizer.zero_grad()
+    fake_images = gen(torch.randn(cur_batch_size, z_dim, 1, 1))
+    logits_fake, logits_real = disc(fake_images.detach()), disc(real)
+    disc_loss = (criterion(logits_fake, torch.zeros_like(logits_fake)) +
+                 criterion(logits_real, torch.ones_like(logits_real))) / 2
+    disc_loss.backward(retain_graph=True)
+    disc_optimizer.step()
+    gen_optimizer.zero_grad()
+    logits_fake = disc(gen(torch.randn(cur_batch_size, z_dim, 1, 1)))
+    gen_loss = criterion(logits_fake, torch.ones_like(logits_fake))
+    gen_loss.backward()
+    gen_optimizer.step()
+
+
+def setup(make_models, channels_last):
+    g, d = make_models()
+    if channels_last:
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+    return g, d, torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999)), \
+        torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
+
+
+def interleaved(fns, repeats):
+    """Median seconds of each callable, alternating them after one warm-up call each."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def row(name, n_images, seconds_tutorial, seconds_ours):
+    a, b = n_images / seconds_tutorial, n_images / seconds_ours
+    print(f"{name:<28} {a:>12.1f} {b:>12.1f} {b / a:>7.2f}x")
+
+
+def bench_steps(quick, repeats):
+    images = torch.from_numpy(np.load(SAMPLE)["images"])
+    cases = [
+        ("mnist_mlp_gan step", mnist_mlp_gan, lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
+         tutorial_mlp_step, 128, False, lambda b: next(mnist_mlp_gan.batches(images, b, "cpu"))),
+        ("mnist_conv_gan step", mnist_conv_gan, lambda: (mnist_conv_gan.Generator(100, 1), mnist_conv_gan.Discriminator(1)),
+         tutorial_conv_step, 128 if quick else 512, True, lambda b: next(mnist_conv_gan.batches(images, b, "cpu"))),
+        ("dcgan_celeba step", dcgan_celeba, lambda: (dcgan_celeba.Generator(), dcgan_celeba.Discriminator()),
+         tutorial_dcgan_step, 16 if quick else 128, True,
+         lambda b: torch.stack([dcgan_celeba.DemoFaces(64)[i % 100] for i in range(b)])),
+    ]
+    for name, script, make, tutorial_step, batch, channels_last, make_batch in cases:
+        real = make_batch(batch)
+        theirs = setup(make, False)  # the tutorials use the default memory layout
+        ours = setup(make, channels_last)
+        ours_real = real.contiguous(memory_format=torch.channels_last) if channels_last else real
+        t_tutorial, t_ours = interleaved([lambda: tutorial_step(*theirs, real),
+                                          lambda: script.train_step(*ours, ours_real)], repeats)
+        row(f"{name} (batch {batch})", batch, t_tutorial, t_ours)
+        if script is dcgan_celeba:
+            with FlopCounterMode(display=False) as counter:
+                script.train_step(*ours, ours_real)
+            n = 1024 if quick else 4096
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            (t_matmul,) = interleaved([lambda: a @ b], repeats)
+            step_rate, matmul_rate = counter.get_total_flops() / t_ours / 1e9, 2 * n ** 3 / t_matmul / 1e9
+            print(f"dcgan step: {counter.get_total_flops() / 1e9:.1f} GFLOP per iteration, {step_rate:.1f} GFLOP/s; "
+                  f"fp32 matmul {n}x{n}: {matmul_rate:.1f} GFLOP/s; ratio {step_rate / matmul_rate:.2f}")
+
+
+def bench_data(repeats):
+    import torchvision.transforms as T
+    from PIL import Image
+    images_np = np.load(SAMPLE)["images"]
+    images = torch.from_numpy(images_np)
+
+    class PerImage(torch.utils.data.Dataset):  # what datasets.MNIST + ToTensor + Normalize do per item
+        transform = T.Compose([T.ToTensor(), T.Normalize(mean=(0.5,), std=(0.5,))])
+
+        def __len__(self):
+            return len(images_np)
+
+        def __getitem__(self, i):
+            return self.transform(Image.fromarray(images_np[i], mode="L")), 0
+
+    loader = torch.utils.data.DataLoader(PerImage(), batch_size=128, shuffle=True)
+    t_tutorial, t_ours = interleaved([lambda: sum(len(x) for x, _ in loader),
+                                      lambda: sum(len(x) for x in mnist_mlp_gan.batches(images, 128, "cpu"))], repeats)
+    row("MNIST data pass (5,000 img)", len(images), t_tutorial, t_ours)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small batches and 2 repeats")
+    p.add_argument("--repeats", type=int, help="timed repeats of each side (default 5, or 2 with --quick)")
+    args = p.parse_args()
+    repeats = args.repeats or (2 if args.quick else 5)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"median of {repeats} interleaved repeats after a warm-up")
+    print(f"{'':<28} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}")
+    bench_data(repeats)
+    bench_steps(args.quick, repeats)
+
+
+if __name__ == "__main__":
+    main()
