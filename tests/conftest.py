@@ -1,4 +1,7 @@
+import contextlib
+import io
 import os
+import types
 import subprocess
 import sys
 
@@ -64,3 +67,17 @@ def snapshot(model):
 def moved(before, model):
     """How many of the model's parameter tensors changed since `before`."""
     return sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def run_main(module, *args):
+    """Call a script's main() in this process (no interpreter start-up): for fast error-path tests.
+
+    Returns an object with returncode, stdout and stderr, like subprocess.run."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main([str(a) for a in args])
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import dcgan_celeba as dc
-from conftest import ROOT, assert_image, assert_one_line_error, batchnorm, conv, moved, n_params, run_script, snapshot
+from conftest import ROOT, assert_image, assert_one_line_error, batchnorm, conv, moved, n_params, run_main, run_script, snapshot
 
 SMALL = ["--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--quiet"]
 
@@ -85,11 +85,11 @@ def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, image_folder):
     common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--save-every", 1]
-    straight = run_script("dcgan_celeba.py", "--epochs", 2, *common, "--out", tmp_path / "straight")
-    first = run_script("dcgan_celeba.py", "--epochs", 1, *common, "--out", tmp_path / "split")
+    straight = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "straight")
+    first = run_main(dc, "--epochs", 1, *common, "--out", tmp_path / "split")
     assert straight.returncode == 0 and first.returncode == 0, straight.stderr + first.stderr
     assert (tmp_path / "split" / "checkpoint_epoch_001.pt").exists()
-    second = run_script("dcgan_celeba.py", "--epochs", 2, *common, "--out", tmp_path / "split",
+    second = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "split",
                         "--resume", tmp_path / "split" / "checkpoint_last.pt")
     assert second.returncode == 0, second.stderr
     a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
@@ -101,40 +101,40 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, ima
 
 
 def test_given_data_root_that_is_missing_or_empty_exits_2(tmp_path):
-    assert_one_line_error(run_script("dcgan_celeba.py", "--data-root", tmp_path / "nope", *SMALL), "does not exist")
+    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "nope", *SMALL), "does not exist")
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(run_script("dcgan_celeba.py", "--data-root", tmp_path / "empty", *SMALL), "holds no images")
+    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images")
 
 
 def test_unreadable_image_names_the_file(tmp_path, image_folder):
     bad = image_folder / "img_align_celeba" / "000000.png"
     bad.write_bytes(b"not a picture")
-    result = run_script("dcgan_celeba.py", "--data-root", image_folder, "--max-steps", 2, *SMALL, "--out", tmp_path / "o")
+    result = run_main(dc, "--data-root", image_folder, "--max-steps", 2, *SMALL, "--out", tmp_path / "o")
     assert_one_line_error(result, "unreadable image", "000000.png")
 
 
 def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path):
     out = tmp_path / "run"
-    assert run_script("dcgan_celeba.py", "--max-steps", 1, *SMALL, "--out", out).returncode == 0
+    assert run_main(dc, "--max-steps", 1, *SMALL, "--out", out).returncode == 0
     good = (out / "checkpoint_last.pt").read_bytes()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(good[: len(good) // 2])
-    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
-    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", tmp_path / "none.pt", *SMALL), "does not exist")
+    assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
+    assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "does not exist")
     other = torch.load(out / "checkpoint_last.pt", weights_only=True)
     other["args"]["image_size"] = 128
     torch.save(other, tmp_path / "other.pt")
-    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", tmp_path / "other.pt", *SMALL, "--out", out),
+    assert_one_line_error(run_main(dc, "--resume", tmp_path / "other.pt", *SMALL, "--out", out),
                           "--image-size 128")
     other["args"]["image_size"] = 64
     other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
     torch.save(other, tmp_path / "mismatch.pt")
-    assert_one_line_error(run_script("dcgan_celeba.py", "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit")
+    assert_one_line_error(run_main(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit")
     assert (out / "checkpoint_last.pt").read_bytes() == good
-    assert_one_line_error(run_script("dcgan_celeba.py", "--image-size", 128), "--image-size")
-    assert_one_line_error(run_script("dcgan_celeba.py", "--epochs", 0), "--epochs")
+    assert_one_line_error(run_main(dc, "--image-size", 128), "--image-size")
+    assert_one_line_error(run_main(dc, "--epochs", 0), "--epochs")
     if not torch.cuda.is_available():
-        assert_one_line_error(run_script("dcgan_celeba.py", "--device", "cuda"), "CUDA is not available")
+        assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
 
 def test_torchrun_two_cpu_processes_rank_0_alone_writes(tmp_path):

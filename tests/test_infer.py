@@ -2,21 +2,22 @@ import pytest
 import torch
 from PIL import Image
 
+import dcgan_celeba
 import infer
-from conftest import assert_image, assert_one_line_error, run_script
+from conftest import assert_image, assert_one_line_error, run_main
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("dcgan")
-    result = run_script("dcgan_celeba.py", "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
+    result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
                         "--device", "cpu", "--quiet", "--out", out)
     assert result.returncode == 0, result.stderr
     return out / "checkpoint_last.pt"
 
 
 def grid(checkpoint, out, *extra):
-    result = run_script("infer.py", "--checkpoint", checkpoint, "--out", out, "--num-images", 4, *extra)
+    result = run_main(infer, "--checkpoint", checkpoint, "--out", out, "--num-images", 4, *extra)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         return image.convert("RGB").tobytes()
@@ -62,17 +63,17 @@ def test_an_image_does_not_depend_on_its_batch_mates(checkpoint):
 
 def test_walk_and_interpolate_write_one_row(checkpoint, tmp_path):
     for mode, steps in (("--walk", 5), ("--interpolate", 6)):
-        result = run_script("infer.py", "--checkpoint", checkpoint, mode, "--steps", steps, "--out", tmp_path / "row.png")
+        result = run_main(infer, "--checkpoint", checkpoint, mode, "--steps", steps, "--out", tmp_path / "row.png")
         assert result.returncode == 0, result.stderr
         assert assert_image(tmp_path / "row.png") == (steps * 66 + 2, 68)
 
 
 def test_bad_checkpoints_exit_2_with_one_line(checkpoint, tmp_path):
-    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "missing.pt"), "does not exist")
+    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "missing.pt"), "does not exist")
     (tmp_path / "corrupt.pt").write_bytes(checkpoint.read_bytes()[:5000])
-    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "corrupt.pt"), "cannot be read")
+    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "corrupt.pt"), "cannot be read")
     torch.save({"gen.0.0.weight": torch.zeros(2, 2)}, tmp_path / "shapes.pt")
-    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "shapes.pt"), "does not fit")
+    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "shapes.pt"), "does not fit")
     torch.save({"epoch": 3, "args": {}}, tmp_path / "no_weights.pt")
-    assert_one_line_error(run_script("infer.py", "--checkpoint", tmp_path / "no_weights.pt"), "no generator weights")
-    assert_one_line_error(run_script("infer.py", "--checkpoint", checkpoint, "--z-index", 100), "--z-index")
+    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "no_weights.pt"), "no generator weights")
+    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--z-index", 100), "--z-index")

@@ -6,7 +6,7 @@ from PIL import Image
 import mnist_conv_gan
 import mnist_mlp_gan
 from conftest import (assert_image, assert_one_line_error, batchnorm, conv, linear, moved, n_params,
-                      run_script, snapshot)
+                      run_main, run_script, snapshot)
 
 TUTORIAL_CONV_GENERATOR = """Generator(
   (gen): Sequential(
@@ -158,9 +158,10 @@ def test_cli_smoke_run_writes_every_output(script, tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
-@pytest.mark.parametrize("script", ["mnist_mlp_gan.py", "mnist_conv_gan.py"])
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_bad_flags_exit_2_with_one_line(script):
-    assert_one_line_error(run_script(script, "--batch-size", 0), "--batch-size")
+    assert_one_line_error(run_main(script, "--batch-size", 0), "--batch-size")
+    assert_one_line_error(run_main(script, "--num-workers", -1), "--num-workers")
     if not torch.cuda.is_available():
-        assert_one_line_error(run_script(script, "--device", "cuda"), "CUDA is not available")
-    assert run_script(script, "--help").returncode == 0
+        assert_one_line_error(run_main(script, "--device", "cuda"), "CUDA is not available")
+    assert run_main(script, "--help").returncode == 0
