@@ -147,3 +147,32 @@ def test_torchrun_two_cpu_processes_rank_0_alone_writes(tmp_path):
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
+
+
+def test_ctrl_c_writes_a_checkpoint_and_plots_then_exits_130(tmp_path, image_folder, monkeypatch):
+    real_step, calls = dc.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(dc, "train_step", interrupted_step)
+    result = run_main(dc, "--data-root", image_folder, "--epochs", 3, *SMALL, "--out", tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
+    assert_image(tmp_path / "losses.png")
+    assert_image(tmp_path / "fake_epoch_001.png")
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, image_folder, monkeypatch):
+    real_step, calls = dc.train_step, []
+
+    def step_that_diverges(*args, **kwargs):
+        calls.append(1)
+        d_loss, g_loss = real_step(*args, **kwargs)
+        return (d_loss * float("nan"), g_loss) if len(calls) > 2 else (d_loss, g_loss)
+    monkeypatch.setattr(dc, "train_step", step_that_diverges)
+    result = run_main(dc, "--data-root", image_folder, "--epochs", 3, *SMALL, "--out", tmp_path)
+    assert_one_line_error(result, "NaN", "epoch 2")
+    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1

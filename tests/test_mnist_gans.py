@@ -165,3 +165,20 @@ def test_bad_flags_exit_2_with_one_line(script):
     if not torch.cuda.is_available():
         assert_one_line_error(run_main(script, "--device", "cuda"), "CUDA is not available")
     assert run_main(script, "--help").returncode == 0
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_ctrl_c_keeps_generator_and_plots_then_exits_130(script, tmp_path, monkeypatch):
+    real_step, calls = script.train_step, []
+
+    def interrupted_step(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args)
+    monkeypatch.setattr(script, "train_step", interrupted_step)
+    result = run_main(script, "--batch-size", 16, "--epochs", 2, "--device", "cpu", "--quiet",
+                      "--data-root", tmp_path / "mnist", "--out", tmp_path / "out")
+    assert result.returncode == 130, result.stderr
+    assert (tmp_path / "out" / "generator.pt").exists()
+    assert_image(tmp_path / "out" / "losses.png")

@@ -1,0 +1,29 @@
+"""The bench scripts start and print their tables on a tiny setting (no timings are asserted)."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import mnist_mlp_gan
+from conftest import ROOT
+
+
+def run_bench(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_speed_prints_a_ratio_for_each_script_and_the_data_path():
+    result = run_bench(os.path.join("bench", "speed.py"), "--quick", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    for name in ("MNIST data pass", "mnist_mlp_gan step", "mnist_conv_gan step", "dcgan_celeba step", "GFLOP/s"):
+        assert name in result.stdout
+    assert result.stdout.count("x\n") == 4  # four ratio rows
+
+
+def test_quality_scores_real_and_generated_digits(tmp_path):
+    torch.save(mnist_mlp_gan.Generator().state_dict(), tmp_path / "generator.pt")
+    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "50", str(tmp_path / "generator.pt"))
+    assert result.returncode == 0, result.stderr
+    assert "accuracy on 500 held-out real digits" in result.stdout
+    assert "real held-out digits (ceiling)" in result.stdout and "generator.pt" in result.stdout
