@@ -293,6 +293,8 @@ def train(args, device, rank, world):
     if args.compile:
         generator, discriminator = torch.compile(generator), torch.compile(discriminator)
     use_amp = args.amp and device.type == "cuda"
+    if args.amp and not use_amp and is_main:
+        print("--amp: mixed precision is for CUDA; training in fp32")
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -357,14 +359,13 @@ def main(argv=None):
     if not args.show:
         plt.switch_backend("Agg")
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
         if rank == 0:
             print(f"device: {args.device}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but CUDA is not available", "use --device cpu or auto")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        fail("--device mps but MPS is not available", "use --device cpu or auto")
+    if not available[args.device]:
+        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     device = torch.device(args.device)
     if world > 1:  # started by torchrun: one process per GPU (or CPU worker)
         if device.type == "cuda":

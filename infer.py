@@ -108,10 +108,11 @@ def main(argv=None):
     args = parse_args(argv)
     if not args.show:
         plt.switch_backend("Agg")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but CUDA is not available", "use --device cpu or auto")
+        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
+    if not available[args.device]:
+        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     generator = load_generator(args.checkpoint, args.device)
 
     seeded = torch.Generator().manual_seed(args.seed)  # noise drawn on the CPU: the same on any device

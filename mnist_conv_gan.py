@@ -245,13 +245,12 @@ def main(argv=None):
     args = parse_args(argv)
     if not args.show:
         plt.switch_backend("Agg")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
         print(f"device: {args.device}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but CUDA is not available", "use --device cpu or auto")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        fail("--device mps but MPS is not available", "use --device cpu or auto")
+    if not available[args.device]:
+        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
