@@ -142,11 +142,11 @@ def train(args, device):
     num_sets = 1 if tutorial else 4
     generator = Generator().to(device)
     discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
-    # fused=True: one kernel per step for all parameters; at this size Python overhead is the cost
     # tutorial: 2e-4 for both; then D saturates on the collapsed initial G (std 0.02) and G can sit
     # stuck near 0 for 15,000 steps. A G 10x faster than D escapes within 1,000 steps
     g_lr = args.lr or (2e-4 if tutorial else 1e-3)
     d_lr = args.d_lr or (2e-4 if tutorial else 1e-4)
+    # fused=True: one kernel per step for all parameters; at this size Python overhead is the cost
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas, fused=True)
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=d_lr, betas=betas, fused=True)
     # tutorial: reports the last G; an exponential moving average of G's weights damps its late swings
