@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 import gaussian_gan as gg
-from conftest import assert_image, assert_one_line_error, run_main, run_script
+from conftest import assert_image, assert_one_line_error, linear, n_params, run_main, run_script
 
 
 def test_generator_maps_each_noise_value_to_one_sample():
@@ -15,6 +15,11 @@ def test_discriminator_gives_one_probability_per_minibatch():
     assert decorated.shape == (3, 200)  # 100 samples + 100 squared deviations
     out = gg.Discriminator()(decorated)
     assert out.shape == (3, 1) and ((out > 0) & (out < 1)).all()
+
+
+def test_parameter_counts_equal_the_tutorials_architecture():
+    assert n_params(gg.Generator()) == linear(1, 50) + linear(50, 50) + linear(50, 1)
+    assert n_params(gg.Discriminator()) == linear(200, 50) + linear(50, 50) + linear(50, 1)
 
 
 def test_decorate_with_diffs_appends_squared_deviation_from_the_mean():
