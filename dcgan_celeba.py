@@ -328,9 +328,11 @@ def train(args, device, rank, world):
                     break
         except KeyboardInterrupt:
             interrupted = True
-        except ValueError as error:  # an unreadable image, re-raised here from a loader worker
+        except ValueError as error:  # an unreadable image; from a worker, after the worker's traceback
             message = str(error)
-            fail(message[message.find("unreadable image"):].splitlines()[0], "delete or replace that file")
+            if "unreadable image" not in message:
+                raise
+            fail(message[message.rfind("unreadable image"):].splitlines()[0], "delete or replace that file")
         if not d_losses:
             break
         d_losses, g_losses = torch.stack(d_losses).float().cpu(), torch.stack(g_losses).float().cpu()

@@ -106,10 +106,12 @@ def test_given_data_root_that_is_missing_or_empty_exits_2(tmp_path):
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images")
 
 
-def test_unreadable_image_names_the_file(tmp_path, image_folder):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_image_names_the_file(tmp_path, image_folder, workers):
     bad = image_folder / "img_align_celeba" / "000000.png"
     bad.write_bytes(b"not a picture")
-    result = run_main(dc, "--data-root", image_folder, "--max-steps", 2, *SMALL, "--out", tmp_path / "o")
+    result = run_main(dc, "--data-root", image_folder, "--max-steps", 2, *SMALL, "--num-workers", workers,
+                      "--out", tmp_path / "o")
     assert_one_line_error(result, "unreadable image", "000000.png")
 
 
