@@ -137,11 +137,10 @@ class Generator(nn.Module):
         )
 
     def create_upblock(self, in_channels, out_channels, kernel_size=5, stride=2, padding=1, final_layer=False):
+        conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
         if final_layer:  # BatchNorm before Tanh on the output, as the tutorial prints it (the DCGAN paper has none)
-            return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
-                                 nn.BatchNorm2d(out_channels), nn.Tanh())
-        return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
-                             nn.BatchNorm2d(out_channels), nn.ReLU(True))
+            return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.Tanh())
+        return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(True))
 
     def forward(self, noise):
         assert len(noise.shape) == 4, "random vector of shape=(N, 100, 1, 1)"
@@ -228,9 +227,10 @@ def load_checkpoint(path):
 
 def resume(args, checkpoint, models_and_optimizers):
     for flag in MODEL_FLAGS:
-        if checkpoint.get("args", {}).get(flag) != getattr(args, flag):
-            fail(f"--resume {args.resume} was made with --{flag.replace('_', '-')} "
-                 f"{checkpoint.get('args', {}).get(flag)}, not {getattr(args, flag)}", "resume with the same model flags")
+        theirs = checkpoint.get("args", {}).get(flag)
+        if theirs != getattr(args, flag):
+            fail(f"--resume {args.resume} was made with --{flag.replace('_', '-')} {theirs}, "
+                 f"not {getattr(args, flag)}", "resume with the same model flags")
     try:
         for key, thing in models_and_optimizers.items():
             thing.load_state_dict(checkpoint[key])
@@ -337,7 +337,8 @@ def train(args, device, rank, world):
             break
         d_losses, g_losses = torch.stack(d_losses).float().cpu(), torch.stack(g_losses).float().cpu()
         if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
-            fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoint_last.pt is the last good one")
+            fail(f"loss became NaN/inf in epoch {epoch}",
+                 "lower --lr or drop --amp; checkpoint_last.pt is the last good one")
         losses["d"] += d_losses.tolist()
         losses["g"] += g_losses.tolist()
         if is_main:
