@@ -174,15 +174,10 @@ def train(args, device):
 
 
 # ---- evaluation and plots
-def normal_cdf(x, mean=DATA_MEAN, std=DATA_STDDEV):
-    return 0.5 * (1.0 + np.vectorize(math.erf)((x - mean) / (std * math.sqrt(2.0))))
-
-
 def ks_distance(samples):
     """Kolmogorov-Smirnov distance between the samples' empirical CDF and N(4, 1.25)."""
-    x = np.sort(samples)
-    cdf = normal_cdf(x)
-    n = len(x)
+    x, n = np.sort(samples), len(samples)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)((x - DATA_MEAN) / (DATA_STDDEV * math.sqrt(2.0))))
     return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
 
 
@@ -192,8 +187,7 @@ def save_plots(history, samples, out, show=False):
     for ax, values, target, name in ((ax_mean, means, DATA_MEAN, "mean"), (ax_std, stds, DATA_STDDEV, "std")):
         ax.plot(steps, values, label=f"generated {name}")
         ax.axhline(target, color="k", linestyle="--", label=f"target {target}")
-        ax.set_xlabel("step")
-        ax.set_title(f"generated {name} over training")
+        ax.set(xlabel="step", title=f"generated {name} over training")
         ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "stats.png"), dpi=100)
