@@ -285,6 +285,8 @@ def train(args, device, rank, world):
         start_epoch, losses = resume(args, load_checkpoint(args.resume), {
             "g_model_state_dict": g_model, "d_model_state_dict": d_model,
             "g_optimizer_state_dict": g_optimizer, "d_optimizer_state_dict": d_optimizer})
+        if start_epoch > args.epochs and is_main:
+            print(f"{args.resume} already has {start_epoch - 1} epochs: raise --epochs to train more")
     generator, discriminator = g_model, d_model  # the bare modules are what gets saved: no prefixes
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
