@@ -98,7 +98,8 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, ima
     for key in ("g_model_state_dict", "d_model_state_dict"):
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key])
     assert a["losses"] == b["losses"]
-    again = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "split", "--resume", tmp_path / "split" / "checkpoint_last.pt")
+    again = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "split",
+                     "--resume", tmp_path / "split" / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
 
 
