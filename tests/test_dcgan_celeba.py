@@ -181,3 +181,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     result = run_main(dc, "--data-root", image_folder, "--epochs", 3, *SMALL, "--out", tmp_path)
     assert_one_line_error(result, "NaN", "epoch 2")
     assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_amp_on_cpu_says_it_trains_in_fp32(tmp_path, image_folder):
+    result = run_main(dc, "--data-root", image_folder, "--max-steps", 1, "--amp", *SMALL, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--amp: mixed precision is for CUDA; training in fp32" in result.stdout
