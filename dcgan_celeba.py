@@ -310,7 +310,7 @@ def train(args, device, rank, world):
         if epoch % args.save_every == 0:
             save_atomically(state, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
 
-    step, real, interrupted = 0, None, False
+    step, shown_real, interrupted = 0, None, False
     for epoch in range(start_epoch, args.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every process
@@ -319,6 +319,7 @@ def train(args, device, rank, world):
         try:
             for real in bar:
                 real = real.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                shown_real = real if shown_real is None or len(real) > len(shown_real) else shown_real
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
                                             args.label_smoothing, scaler, autocast)
                 d_losses.append(d_loss)
@@ -351,7 +352,7 @@ def train(args, device, rank, world):
             vutils.save_image(fake.float(), os.path.join(args.out, f"fake_epoch_{epoch:03d}.png"),
                               nrow=8, normalize=True, value_range=(-1, 1))
             checkpoint(epoch)
-            save_plots(losses, args.out, real, fake, args.show and (interrupted or epoch == args.epochs))
+            save_plots(losses, args.out, shown_real, fake, args.show and (interrupted or epoch == args.epochs))
             if not args.quiet:
                 print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
         if interrupted or step == args.max_steps:
