@@ -225,7 +225,7 @@ def load_checkpoint(path):
     return checkpoint
 
 
-def resume(args, checkpoint, models_and_optimizers):
+def resume(args, checkpoint, models_and_optimizers, restore_rng=True):
     for flag in MODEL_FLAGS:
         theirs = checkpoint.get("args", {}).get(flag)
         if theirs != getattr(args, flag):
@@ -237,7 +237,8 @@ def resume(args, checkpoint, models_and_optimizers):
     except (KeyError, RuntimeError, ValueError) as error:
         fail(f"--resume {args.resume} does not fit these models: {str(error).splitlines()[0]}",
              "resume a checkpoint written by this dcgan_celeba.py")
-    torch.set_rng_state(checkpoint["rng_state"])  # the next epoch shuffles and draws noise as if never stopped
+    if restore_rng:  # the next epoch shuffles and draws noise as if never stopped (rank 0's state: not under DDP)
+        torch.set_rng_state(checkpoint["rng_state"])
     return checkpoint["epoch"] + 1, checkpoint["losses"]
 
 
@@ -284,7 +285,7 @@ def train(args, device, rank, world):
     if args.resume:
         start_epoch, losses = resume(args, load_checkpoint(args.resume), {
             "g_model_state_dict": g_model, "d_model_state_dict": d_model,
-            "g_optimizer_state_dict": g_optimizer, "d_optimizer_state_dict": d_optimizer})
+            "g_optimizer_state_dict": g_optimizer, "d_optimizer_state_dict": d_optimizer}, restore_rng=world == 1)
         if start_epoch > args.epochs and is_main:
             print(f"{args.resume} already has {start_epoch - 1} epochs: raise --epochs to train more")
     generator, discriminator = g_model, d_model  # the bare modules are what gets saved: no prefixes
