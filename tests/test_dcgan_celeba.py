@@ -142,7 +142,7 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path):
         assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
 
-def test_torchrun_two_cpu_processes_rank_0_alone_writes(tmp_path):
+def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_path):
     out = tmp_path / "ddp"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              os.path.join(ROOT, "dcgan_celeba.py"), "--max-steps", "2", *map(str, SMALL), "--out", str(out)],
@@ -152,6 +152,12 @@ def test_torchrun_two_cpu_processes_rank_0_alone_writes(tmp_path):
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
+    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              os.path.join(ROOT, "dcgan_celeba.py"), "--epochs", "2", "--max-steps", "1",
+                              *map(str, SMALL), "--out", str(out), "--resume", str(out / "checkpoint_last.pt")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert torch.load(out / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
 
 
 def test_ctrl_c_writes_a_checkpoint_and_plots_then_exits_130(tmp_path, image_folder, monkeypatch):
