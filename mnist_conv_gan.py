@@ -1,6 +1,7 @@
 """A small convolutional GAN that learns to draw MNIST digits.
 
     python mnist_conv_gan.py             # full MNIST if it can download, else the bundled sample
+    python mnist_conv_gan.py --batch-size 64 --epochs 40  # on a CPU: digits in about 3 minutes
     python mnist_conv_gan.py --epochs 1 --max-steps 20  # smoke run
 
 Mirrors "Train your first GAN in PyTorch" (shared/tutorials/mnist_conv_gan.md): transposed-conv G,
