@@ -315,7 +315,7 @@ def train(args, device, rank, world):
     for epoch in range(start_epoch, args.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every process
-        d_losses, g_losses = [], []
+        epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
         bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet or not is_main, leave=False)
         try:
             for real in bar:
@@ -323,8 +323,7 @@ def train(args, device, rank, world):
                 shown_real = real if shown_real is None or len(real) > len(shown_real) else shown_real
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
                                             args.label_smoothing, scaler, autocast)
-                d_losses.append(d_loss)
-                g_losses.append(g_loss)
+                epoch_losses.append(torch.stack([d_loss, g_loss]).float())
                 step += 1
                 if step % 10 == 0 and is_main and not args.quiet:  # .item() waits for the GPU: not every step
                     bar.set_postfix(D=f"{d_loss.item():.3f}", G=f"{g_loss.item():.3f}")
@@ -337,9 +336,9 @@ def train(args, device, rank, world):
             if "unreadable image" not in message:
                 raise
             fail(message[message.rfind("unreadable image"):].splitlines()[0], "delete or replace that file")
-        if not d_losses:
+        if not epoch_losses:
             break
-        d_losses, g_losses = torch.stack(d_losses).float().cpu(), torch.stack(g_losses).float().cpu()
+        d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
         if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
             fail(f"loss became NaN/inf in epoch {epoch}",
                  "lower --lr or drop --amp; checkpoint_last.pt is the last good one")

@@ -178,14 +178,13 @@ def train(args, images, device):
     d_history, g_history, grid_paths, step, interrupted = [], [], [], 0, False
     with open(os.path.join(args.out, "loss.txt"), "w") as loss_file:
         for epoch in range(1, args.epochs + 1):
-            d_losses, g_losses = [], []
+            epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
             bar = tqdm(batches(images, args.batch_size, device), total=len(images) // args.batch_size,
                        desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
             try:
                 for real in bar:
                     d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real)
-                    d_losses.append(d_loss)
-                    g_losses.append(g_loss)
+                    epoch_losses.append(torch.stack([d_loss, g_loss]))
                     step += 1
                     if step % 20 == 0 and not args.quiet:  # .item() waits for the GPU: not every step
                         bar.set_postfix(D=f"{d_loss.item():.3f}", G=f"{g_loss.item():.3f}")
@@ -193,20 +192,20 @@ def train(args, images, device):
                         break
             except KeyboardInterrupt:
                 interrupted = True
-            if not d_losses:
+            if not epoch_losses:
                 break
-            d_losses, g_losses = torch.stack(d_losses).cpu(), torch.stack(g_losses).cpu()
+            d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
             if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
                 fail(f"loss became NaN/inf in epoch {epoch}", "try a lower --lr; the last good generator.pt is kept")
             d_history += d_losses.tolist()
             g_history += g_losses.tolist()
-            loss_file.write(f"[{epoch}/{args.epochs}]: loss_d: {d_losses.mean():.3f}, loss_g: {g_losses.mean():.3f}\n")
-            loss_file.flush()
+            line = f"[{epoch}/{args.epochs}]: loss_d: {d_losses.mean():.3f}, loss_g: {g_losses.mean():.3f}"
+            print(line, file=loss_file, flush=True)
             grid_paths.append(os.path.join(args.out, f"samples_epoch_{epoch:03d}.png"))
             save_grid(generator, fixed_noise, grid_paths[-1])
             save_atomically(generator.state_dict(), os.path.join(args.out, "generator.pt"))
             if not args.quiet:
-                print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
+                print(line)
             if interrupted or step == args.max_steps:
                 break
     return d_history, g_history, grid_paths, interrupted
