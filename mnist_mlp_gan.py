@@ -125,16 +125,21 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     fake = generator(torch.randn(len(real), Z_DIM, device=real.device))
 
     # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
+    # tutorial: D(x_real) and D(x_fake) are two calls; one call on both halves is one matrix multiply
+    # per layer instead of two, and computes the same (D has no BatchNorm to mix the halves)
     d_optimizer.zero_grad()
-    d_loss = F.binary_cross_entropy(discriminator(real), ones) + \
-        F.binary_cross_entropy(discriminator(fake.detach()), zeros)
+    scores = discriminator(torch.cat([real, fake.detach()]))
+    d_loss = F.binary_cross_entropy(scores[:len(real)], ones) + F.binary_cross_entropy(scores[len(real):], zeros)
     d_loss.backward()
     d_optimizer.step()
 
     # (2) Update G: maximize log D(G(z))
+    # tutorial: G's backward also fills D's weight gradients, only to throw them away; freeze D for it
     g_optimizer.zero_grad()
+    discriminator.requires_grad_(False)
     g_loss = F.binary_cross_entropy(discriminator(fake), ones)
     g_loss.backward()
+    discriminator.requires_grad_(True)
     g_optimizer.step()
     return d_loss.detach(), g_loss.detach()
 

@@ -121,6 +121,26 @@ def test_d_step_changes_only_d_and_g_step_only_g(script, mnist_sample):
     assert moved(d1, d) == 0 and moved(g0, g) == len(g0)
 
 
+def test_mlp_step_judges_real_and_fake_as_one_batch_and_gives_d_its_gradients_back(mnist_sample):
+    import copy
+    torch.manual_seed(0)
+    g, d = models(mnist_mlp_gan)
+    d.eval()  # dropout off, so D's scores do not depend on how the batch is split
+    g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
+    real = next(mnist_mlp_gan.batches(torch.from_numpy(mnist_sample[0]), 16, "cpu"))
+    torch.manual_seed(1)
+    d_loss, g_loss = mnist_mlp_gan.train_step(g, d, torch.optim.SGD(g.parameters(), lr=0.0),
+                                              torch.optim.SGD(d.parameters(), lr=0.0), real)
+    torch.manual_seed(1)
+    fake = g0(torch.randn(16, 100))
+    bce = torch.nn.functional.binary_cross_entropy
+    assert torch.allclose(d_loss, bce(d0(real), torch.ones(16, 1)) + bce(d0(fake), torch.zeros(16, 1)))
+    assert torch.allclose(g_loss, bce(d0(fake), torch.ones(16, 1)))
+    assert all(p.requires_grad for p in d.parameters())  # D was frozen only for G's backward
+    bce(d0(fake), torch.ones(16, 1)).backward()  # G's gradient is the one an unfrozen D gives
+    assert all(torch.allclose(p.grad, q.grad) for p, q in zip(g.parameters(), g0.parameters()))
+
+
 def test_conv_d_loss_on_real_digits_falls_in_first_steps(mnist_sample):
     torch.manual_seed(0)
     g, d = models(mnist_conv_gan)
