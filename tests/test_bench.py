@@ -13,12 +13,13 @@ def run_bench(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_speed_prints_a_ratio_for_each_script_and_the_data_path():
+def test_speed_prints_a_ratio_for_each_script_each_mnist_epoch_and_the_data_path():
     result = run_bench(os.path.join("bench", "speed.py"), "--quick", "--repeats", "1")
     assert result.returncode == 0, result.stderr
-    for name in ("MNIST data pass", "mnist_mlp_gan step", "mnist_conv_gan step", "dcgan_celeba step", "GFLOP/s"):
+    for name in ("MNIST data pass", "mnist_mlp_gan epoch", "mnist_conv_gan epoch", "mnist_mlp_gan step",
+                 "mnist_conv_gan step", "dcgan_celeba step", "GFLOP/s"):
         assert name in result.stdout
-    assert result.stdout.count("x\n") == 4  # four ratio rows
+    assert result.stdout.count("x\n") == 6  # six ratio rows
 
 
 def test_quality_scores_real_and_generated_digits(tmp_path):
