@@ -169,8 +169,12 @@ def save_plots(d_losses, g_losses, grid_paths, out, show=False):
     if show:
         plt.show()
     plt.close(fig)
-    frames = [Image.open(path) for path in grid_paths]
-    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400, loop=0)
+    every = -(-len(grid_paths) // 50)  # at most ~50 frames: a grid from each of 300 epochs makes a 14 MB GIF
+    paths = grid_paths[::every]
+    if paths[-1] != grid_paths[-1]:
+        paths.append(grid_paths[-1])  # always end on the last epoch
+    frames = [Image.open(path) for path in paths]
+    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=200, loop=0)
 
 
 # ---- the loop

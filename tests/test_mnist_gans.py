@@ -179,6 +179,20 @@ def test_cli_smoke_run_writes_every_output(script, tmp_path):
 
 
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_progress_gif_keeps_at_most_51_frames_and_ends_on_the_last_epoch(script, tmp_path):
+    paths = []
+    for epoch in range(1, 121):  # 120 one-pixel "grids", each its own gray level
+        paths.append(str(tmp_path / f"samples_epoch_{epoch:03d}.png"))
+        Image.new("L", (1, 1), epoch).save(paths[-1])
+    script.save_plots([1.0, 0.5], [0.5, 1.0], paths, str(tmp_path))
+    with Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.n_frames == 41  # epochs 1, 4, ..., 118, then 120
+        gif.seek(gif.n_frames - 1)
+        assert gif.convert("L").getpixel((0, 0)) == 120
+    assert_image(tmp_path / "losses.png")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_bad_flags_exit_2_with_one_line(script):
     assert_one_line_error(run_main(script, "--batch-size", 0), "--batch-size")
     assert_one_line_error(run_main(script, "--num-workers", -1), "--num-workers")
