@@ -25,37 +25,45 @@ def image_folder(tmp_path):
     return tmp_path / "faces"
 
 
-def test_models_have_the_tutorials_shapes_and_parameter_counts():
+def test_models_have_the_tutorials_shapes_and_parameter_counts_less_the_two_batchnorms():
     g, d = dc.Generator(), dc.Discriminator()
     fake = g(torch.randn(3, 100, 1, 1))
     assert fake.shape == (3, 3, 64, 64) and fake.abs().max() <= 1
     assert d(fake).shape == (3, 1)
+    # the tutorial's layers, without BatchNorm(3) before G's Tanh and BatchNorm(32) on D's input block
     assert n_params(g) == (conv(100, 1024, 4, False) + batchnorm(1024) + conv(1024, 512, 4, False) + batchnorm(512) +
                            conv(512, 256, 4, False) + batchnorm(256) + conv(256, 128, 4, False) + batchnorm(128) +
-                           conv(128, 3, 4, False) + batchnorm(3))
-    assert n_params(d) == (conv(3, 32, 4) + batchnorm(32) + conv(32, 64, 4) + batchnorm(64) + conv(64, 128, 4) +
+                           conv(128, 3, 4, False))
+    assert n_params(d) == (conv(3, 32, 4) + conv(32, 64, 4) + batchnorm(64) + conv(64, 128, 4) +
                            batchnorm(128) + conv(128, 128, 4) + batchnorm(128) + conv(128, 1, 4))
-    assert d.disc[2][0].stride == (1, 1)  # the tutorial's stride-1 third block
+    # padded 4x4 kernels at stride 2 halve the image in each block: 64 -> 32 -> 16 -> 8 -> 4 -> 1
+    x, sizes = fake, []
+    for block in d.disc:
+        x = block(x)
+        sizes.append(x.shape[-1])
+    assert sizes == [32, 16, 8, 4, 1]
 
 
 def test_image_folder_at_any_depth_loads_as_64px_in_minus_one_one(image_folder):
-    dataset = dc.ImageFiles(str(image_folder), 64)
+    dataset = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)]), is_main=False)
     assert len(dataset) == 8
-    image = dataset[0]
+    image, _ = dataset[0]
     assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
 
 
-def test_demo_faces_are_3x64x64_in_minus_one_one():
-    faces = dc.DemoFaces(64)
-    assert len(faces) == 100 and faces[0].shape == (3, 64, 64)
-    assert -1 <= faces[0].min() < faces[0].max() <= 1
+def test_without_celeba_it_trains_on_the_bundled_digits_as_3x64x64_in_minus_one_one():
+    digits = dc.make_dataset(dc.parse_args([]), is_main=False)
+    image, label = digits[0]
+    assert len(digits) == 5000 and image.shape == (3, 64, 64) and 0 <= label <= 9
+    assert image.min() == -1 and 0.9 < image.max() <= 1
 
 
 def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
     def run():
         torch.manual_seed(0)
         g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
-        real = torch.stack([dc.DemoFaces(64)[i] for i in range(4)])
+        digits = dc.make_dataset(dc.parse_args([]), is_main=False)
+        real = torch.stack([digits[i][0] for i in range(4)])
         g0, d0 = snapshot(g), snapshot(d)
         frozen_g = torch.optim.SGD(g.parameters(), lr=0.0)
         losses = dc.train_step(g, d, frozen_g, torch.optim.Adam(d.parameters()), real)
@@ -72,7 +80,7 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
 def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
     result = run_script("dcgan_celeba.py", "--max-steps", 2, *SMALL, "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
-    assert "bundled demo faces" in result.stdout  # no CelebA in data/celeba: says so, trains on real faces
+    assert "training on 5,000 bundled MNIST digits" in result.stdout  # no CelebA: says so, trains on digits
     assert assert_image(tmp_path / "run" / "fake_epoch_001.png") == (8 * 66 + 2,) * 2
     for name in ("losses.png", "real_vs_fake.png", "progress.gif"):
         assert_image(tmp_path / "run" / name)
@@ -103,10 +111,12 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, ima
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
 
 
-def test_given_data_root_that_is_missing_or_empty_exits_2(tmp_path):
+def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "nope", *SMALL), "does not exist")
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "img_align_celeba").mkdir(parents=True)
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images")
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL), "is a file, not a folder")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -126,18 +136,26 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path):
     corrupt.write_bytes(good[: len(good) // 2])
     assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
     assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "does not exist")
+    assert_one_line_error(run_main(dc, "--resume", tmp_path, *SMALL), "is a folder, not a checkpoint file")
     other = torch.load(out / "checkpoint_last.pt", weights_only=True)
-    other["args"]["image_size"] = 128
-    torch.save(other, tmp_path / "other.pt")
-    assert_one_line_error(run_main(dc, "--resume", tmp_path / "other.pt", *SMALL, "--out", out),
-                          "--image-size 128")
-    other["args"]["image_size"] = 64
     other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
     torch.save(other, tmp_path / "mismatch.pt")
     assert_one_line_error(run_main(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit")
     assert (out / "checkpoint_last.pt").read_bytes() == good
-    assert_one_line_error(run_main(dc, "--image-size", 128), "--image-size")
     assert_one_line_error(run_main(dc, "--epochs", 0), "--epochs")
+    assert_one_line_error(run_main(dc, "--lr", "inf"), "--lr", "positive")
+    assert_one_line_error(run_main(dc, "--seed", 2**32), "--seed", "0 to 2**32 - 1")
+    assert_one_line_error(run_main(dc, "--num-workers", -1), "--num-workers", "0 to 64")
+    assert_one_line_error(run_main(dc, "--save-every", 0), "--save-every")
+
+
+def test_unwritable_out_exits_2_before_loading_data(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert_one_line_error(run_main(dc, "--out", a_file, *SMALL), "--out", "is a file, not a folder")
+    assert_one_line_error(run_main(dc, "--out", a_file / "run", *SMALL), "--out", "cannot be written")
+    assert_one_line_error(run_main(dc, "--out", "/proc/no_such_run", *SMALL), "--out", "cannot be written")
+    assert a_file.read_text() == "keep me"
     if not torch.cuda.is_available():
         assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
