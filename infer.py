@@ -10,45 +10,44 @@ dcgan_celeba.py as the tutorial imports from its dcgan module.
 import argparse
 import os
 import sys
+import tempfile
 
 import matplotlib.pyplot as plt
 import torch
 import torchvision.utils as vutils
+from PIL import Image
 
 from dcgan_celeba import Z_DIM, Generator
 
 PREFIXES = ("module.", "_orig_mod.")  # added by DataParallel/DDP and by torch.compile
 
 
-def positive(kind):
-    def parse(text):
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="runs/dcgan_celeba/checkpoint_last.pt",
                    help="a dcgan_celeba.py checkpoint, or a bare generator state_dict")
-    p.add_argument("--num-images", type=positive(int), default=64, help="samples in the grid")
+    p.add_argument("--num-images", type=int, default=64, help="samples in the grid (1 to 1024)")
     p.add_argument("--seed", type=int, default=1, help="seed of the fixed noise (tutorial: 1)")
     p.add_argument("--walk", action="store_true", help="vary one dimension of one noise vector")
     p.add_argument("--z-index", type=int, default=0, help=f"which dimension the walk varies (0..{Z_DIM - 1})")
-    p.add_argument("--steps", type=positive(int), default=8, help="images in a walk or an interpolation")
-    p.add_argument("--span", type=positive(float), default=3.0, help="the walk goes from -span to +span")
-    p.add_argument("--interpolate", action="store_true", help="spherical interpolation between two noise vectors")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: cuda, mps, cpu")
+    p.add_argument("--steps", type=int, default=8, help="images in a walk or an interpolation (1 to 1024)")
+    p.add_argument("--span", type=float, default=3.0, help="the walk goes from -span to +span")
+    p.add_argument("--interpolate", action="store_true", help="slerp between two noise vectors")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                   help="auto picks cuda, then mps, then cpu")
     p.add_argument("--out", help="PNG to write (default samples.png, walk.png or interpolation.png)")
     p.add_argument("--show", action="store_true", help="also open the picture in a window")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
     args = p.parse_args(argv)
-    if not 0 <= args.z_index < Z_DIM:
-        p.error(f"argument --z-index: must be in 0..{Z_DIM - 1}, got {args.z_index}")
+    for flag, low, high in (("num_images", 1, 1024), ("steps", 1, 1024), ("z_index", 0, Z_DIM - 1),
+                            ("seed", 0, 2**63 - 1), ("span", 1e-9, 1e9)):
+        value = getattr(args, flag)
+        if not low <= value <= high:
+            p.error(f"argument --{flag.replace('_', '-')}: must be {low} to {high}, got {value}")
     if args.walk and args.interpolate:
         p.error("choose one of --walk and --interpolate")
+    if args.out and os.path.splitext(args.out)[1].lower() not in Image.registered_extensions():
+        p.error(f"argument --out: {args.out} has no image extension such as .png")
     return args
 
 
@@ -69,14 +68,15 @@ def strip_prefixes(state_dict):
 
 def load_generator(path, device="cpu"):
     if not os.path.isfile(path):
-        fail(f"checkpoint {path} does not exist", "train one with `python dcgan_celeba.py` or pass --checkpoint")
+        what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "does not exist"
+        fail(f"checkpoint {path} {what}", "train one with `python dcgan_celeba.py` or pass --checkpoint")
     try:  # map_location: a checkpoint saved on a GPU loads on a CPU-only machine
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "it is corrupt; use another checkpoint")
+        fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "it is corrupt; use another one")
     state_dict = checkpoint.get("g_model_state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
-        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint or a generator state_dict")
+        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint or a state_dict")
     generator = Generator()
     try:
         generator.load_state_dict(strip_prefixes(state_dict))
@@ -113,20 +113,27 @@ def main(argv=None):
         args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
     if not available[args.device]:
         fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
+    default_out = "walk.png" if args.walk else "interpolation.png" if args.interpolate else "samples.png"
+    out = args.out or default_out
+    if os.path.isdir(out):
+        fail(f"--out {out} is a folder, not a picture file", "give a path such as grid.png")
+    try:  # now, before the work
+        tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(out))).close()
+    except OSError as error:
+        fail(f"--out {out} cannot be written ({error.strerror})", "give a path in a folder you can write to")
     generator = load_generator(args.checkpoint, args.device)
 
     seeded = torch.Generator().manual_seed(args.seed)  # noise drawn on the CPU: the same on any device
     if args.walk:
-        noise, nrow, default_out = walk_noise(torch.randn(1, Z_DIM, 1, 1, generator=seeded), args.z_index,
-                                              args.steps, args.span), args.steps, "walk.png"
+        z = torch.randn(1, Z_DIM, 1, 1, generator=seeded)
+        noise, nrow = walk_noise(z, args.z_index, args.steps, args.span), args.steps
     elif args.interpolate:
         a, b = torch.randn(2, 1, Z_DIM, 1, 1, generator=seeded)
-        noise, nrow, default_out = slerp(a, b, args.steps), args.steps, "interpolation.png"
+        noise, nrow = slerp(a, b, args.steps), args.steps
     else:
-        noise, nrow, default_out = torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8, "samples.png"
+        noise, nrow = torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8
     with torch.no_grad():
         images = generator(noise.to(args.device)).cpu()
-    out = args.out or default_out
     vutils.save_image(images, out, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
     print(f"wrote {len(images)} images to {out}")
     if args.show:

@@ -77,3 +77,16 @@ def test_bad_checkpoints_exit_2_with_one_line(checkpoint, tmp_path):
     torch.save({"epoch": 3, "args": {}}, tmp_path / "no_weights.pt")
     assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "no_weights.pt"), "no generator weights")
     assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--z-index", 100), "--z-index")
+    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path), "is a folder, not a checkpoint file")
+
+
+def test_bad_numbers_and_output_paths_exit_2_before_any_work(checkpoint, tmp_path):
+    for flag, value in (("--num-images", 0), ("--num-images", 5000), ("--steps", 0), ("--span", "inf"),
+                        ("--span", "nan"), ("--seed", -1)):
+        assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, flag, value), flag)
+    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "grid"), "image extension")
+    (tmp_path / "folder.png").mkdir()
+    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "folder.png"), "is a folder")
+    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "no" / "grid.png"),
+                          "cannot be written")
+    assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]  # nothing written
