@@ -3,15 +3,15 @@
     python gaussian_gan.py                    # ~30,000 steps, about a minute on 2 CPU cores
     python gaussian_gan.py --tutorial-recipe  # the tutorial's exact recipe (unreliable, see README)
 
-Mirrors "GANs in 50 lines of code (PyTorch)" (shared/tutorials/gaussian_gan.md). The
-discriminator judges a whole minibatch of 100 samples at once, decorated with each sample's
-squared deviation from the minibatch mean, so it can tell a distribution's spread, not just values.
+Mirrors "GANs in 50 lines of code (PyTorch)" (shared/tutorials/gaussian_gan.md). D judges a whole
+minibatch of 100 samples at once, with each one's squared deviation from the minibatch mean.
 """
 import argparse
 import math
 import os
 import random
 import sys
+import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,36 +24,32 @@ from tqdm import tqdm
 DATA_MEAN, DATA_STDDEV = 4.0, 1.25
 
 
-def positive(kind):
-    def parse(text):
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=positive(int), default=30000,
-                   help="training iterations, each on a fresh batch (the tutorial's 'num_epochs')")
-    p.add_argument("--batch-size", type=positive(int), default=100,
-                   help="samples per minibatch; the discriminator sees all of them as one vector")
-    p.add_argument("--lr", type=positive(float), help="G's Adam learning rate (default 1e-3; tutorial 2e-4)")
-    p.add_argument("--d-lr", type=positive(float), help="D's Adam learning rate (default 1e-4; tutorial 2e-4)")
-    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch")
+    p.add_argument("--steps", type=int, default=30000, help="iterations on fresh batches (tutorial: epochs)")
+    p.add_argument("--batch-size", type=int, default=100, help="samples in a minibatch D sees as one vector")
+    p.add_argument("--lr", type=float, help="G's Adam learning rate (default 1e-3; tutorial 2e-4)")
+    p.add_argument("--d-lr", type=float, help="D's Adam learning rate (default 1e-4; tutorial 2e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 to 2**32 - 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
                    help="cpu by default: these models are too small to gain from a GPU")
     p.add_argument("--out", default="runs/gaussian_gan", help="folder for stats.png and histogram.png")
-    p.add_argument("--max-steps", type=positive(int), help="stop after this many steps (smoke runs)")
-    p.add_argument("--print-interval", type=positive(int), default=200, help="steps between printed lines")
-    p.add_argument("--tutorial-recipe", action="store_true",
-                   help="train exactly as the tutorial: lr 2e-4 for both, Adam betas (0.9, 0.999), D judges "
-                        "one minibatch per step, G's step draws new noise, final samples from the last G")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--print-interval", type=int, default=200, help="steps between printed lines")
+    p.add_argument("--tutorial-recipe", action="store_true", help="train exactly as the tutorial: lr 2e-4, "
+                   "betas (0.9, 0.999), one minibatch per D step, new noise for G's step, the last G")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-interval lines")
     p.add_argument("--show", action="store_true", help="also open the figures in a window")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ("steps", "batch_size", "lr", "d_lr", "max_steps", "print_interval"):
+        if getattr(args, flag) is not None and not 0 < getattr(args, flag) < float("inf"):
+            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
+    if args.batch_size > 10000:  # D's first layer has 2 x batch-size inputs
+        p.error(f"argument --batch-size: must be at most 10000, got {args.batch_size}")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    return args
 
 
 def fail(what, fix):
@@ -106,13 +102,10 @@ def decorate_with_diffs(data, exponent=2.0):
 
 # ---- one training iteration
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, g_noise=None):
-    """One D update, then one G update. Returns (d_real_error, d_fake_error, g_error, fake) as tensors.
-
-    real: (sets, n). noise: (sets * n, 1). G's step reuses `fake` unless `g_noise` is given
-    (the tutorial draws new noise for it, which costs a second generator pass).
-    """
+    """One D update, then one G update, on real (sets, n) and noise (sets * n, 1); G's step reuses
+    `fake` unless `g_noise` is given. Returns (d_real_error, d_fake_error, g_error, fake)."""
     sets = real.shape[0]
-    ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)  # tutorial: shape (1,), a crash on torch >= 0.4
+    ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)  # tutorial: shape (1,), crashes
     fake = generator(noise).view(sets, -1)
 
     # (1) Update D: maximize log D(x) + log(1 - D(G(z))); real and fake go through D in one pass
@@ -138,12 +131,11 @@ def train(args, device):
     tutorial = args.tutorial_recipe
     # tutorial: betas (0.9, 0.999); with that momentum G overshoots and some seeds collapse or run away
     betas = (0.9, 0.999) if tutorial else (0.5, 0.999)
-    # tutorial: D sees one minibatch per step; 4 independent minibatches make its gradient far less noisy
-    num_sets = 1 if tutorial else 4
+    num_sets = 1 if tutorial else 4  # tutorial: 1 minibatch per D step, whose gradient is too noisy
     generator = Generator().to(device)
     discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
-    # tutorial: 2e-4 for both; then D saturates on the collapsed initial G (std 0.02) and G can sit
-    # stuck near 0 for 15,000 steps. A G 10x faster than D escapes within 1,000 steps
+    # tutorial: 2e-4 for both; D saturates on the collapsed initial G, which can sit stuck near 0 for
+    # 15,000 steps. A G 10x faster than D escapes within 1,000 steps
     g_lr = args.lr or (2e-4 if tutorial else 1e-3)
     d_lr = args.d_lr or (2e-4 if tutorial else 1e-4)
     # fused=True: one kernel per step for all parameters; at this size Python overhead is the cost
@@ -151,7 +143,6 @@ def train(args, device):
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=d_lr, betas=betas, fused=True)
     # tutorial: reports the last G; an exponential moving average of G's weights damps its late swings
     averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999))
-
     steps = min(args.steps, args.max_steps or args.steps)
     history = []  # (step, fake mean, fake std)
     bar = tqdm(range(steps), disable=args.quiet, mininterval=1.0)
@@ -189,9 +180,7 @@ def save_plots(history, samples, out, show=False):
         ax.axhline(target, color="k", linestyle="--", label=f"target {target}")
         ax.set(xlabel="step", title=f"generated {name} over training")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "stats.png"), dpi=100)
-
+    fig.savefig(os.path.join(out, "stats.png"), dpi=100, bbox_inches="tight")
     fig2, ax = plt.subplots(figsize=(6, 4))
     real = np.random.normal(DATA_MEAN, DATA_STDDEV, len(samples))
     bins = np.linspace(DATA_MEAN - 5 * DATA_STDDEV, DATA_MEAN + 5 * DATA_STDDEV, 80)
@@ -222,8 +211,12 @@ def main(argv=None):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # 50-unit layers: extra threads only add synchronisation overhead
-    os.makedirs(args.out, exist_ok=True)
-
+    try:  # now, not after 30,000 steps
+        os.makedirs(args.out, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as error:
+        what = "is a file, not a folder" if os.path.isfile(args.out) else f"cannot be written ({error.strerror})"
+        fail(f"--out {args.out} {what}", "give a folder you can write to")
     generator, history = train(args, torch.device(args.device))
     with torch.no_grad():
         samples = generator(noise_batch(1, 10000, args.device)).flatten().cpu().numpy()

@@ -84,3 +84,17 @@ def test_help_exits_0():
 def test_nonsense_flags_exit_2_with_one_line():
     assert_one_line_error(run_main(gg, "--steps", 0), "--steps", "positive")
     assert_one_line_error(run_main(gg, "--batch-size", -1), "--batch-size")
+    assert_one_line_error(run_main(gg, "--lr", "nan"), "--lr", "positive")
+    assert_one_line_error(run_main(gg, "--d-lr", "inf"), "--d-lr", "positive")
+    assert_one_line_error(run_main(gg, "--batch-size", 20000), "--batch-size", "at most 10000")
+    assert_one_line_error(run_main(gg, "--print-interval", 0), "--print-interval")
+    assert_one_line_error(run_main(gg, "--seed", -1), "--seed", "0 to 2**32 - 1")
+
+
+def test_unwritable_out_exits_2_before_training(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert_one_line_error(run_main(gg, "--out", a_file), "--out", "is a file, not a folder")
+    assert_one_line_error(run_main(gg, "--out", a_file / "run"), "--out", "cannot be written")
+    assert_one_line_error(run_main(gg, "--out", "/proc/no_such_run"), "--out", "cannot be written")
+    assert a_file.read_text() == "keep me"
