@@ -1,27 +1,43 @@
-"""Do the MNIST GANs draw digits? Score generated samples with a classifier trained on real ones.
+"""Do the GANs draw digits, and how fast? Score generated digits with a classifier trained on real ones.
 
-    python bench/quality.py runs/mnist_mlp_gan/generator.pt runs/mnist_conv_gan/generator.pt
-    python bench/quality.py --quick runs/mnist_mlp_gan/generator.pt
+    python bench/quality.py --train                  # default runs of both MNIST scripts and the DCGAN, scored
+    python bench/quality.py --train mnist_conv_gan   # one of them (mnist_mlp_gan, mnist_conv_gan, dcgan_celeba)
+    python bench/quality.py runs/mnist_conv_gan      # score a finished run folder (or a generator.pt)
 
-Trains a small CNN on 4,000 digits of the bundled sample (500 held out; accuracy reported), then
-for each generator.pt (from either MNIST script) draws samples and reports: the share the classifier
-labels with >= 0.9 confidence, the count per class, and the entropy of the label histogram
-(log2(10) = 3.32 bits when all ten classes are equally common; a collapsed GAN scores far lower).
-The held-out real digits are scored the same way as the ceiling.
+Trains a small CNN on 4,500 digits of the bundled sample (500 held out; accuracy reported). For each
+run it reports, per epoch, the score of that epoch's fixed-noise grid (64 digits, read back from the
+PNG the script wrote), then the final generator's score on --samples fresh digits. A score is: the
+share the classifier labels with p >= 0.9 ("confident"), the number of classes holding >= 2% of the
+labels, the entropy of the label histogram (log2(10) = 3.32 bits when all ten are equally common;
+mode collapse scores far lower) and the count per class. DCGAN images (3x64x64, digits when it
+trains on the bundled sample) are averaged over channels and shrunk to 28x28 first.
+
+--train runs each script as a user would, offline, on the sample: `mnist_mlp_gan.py`, `mnist_conv_gan.py`
+with their defaults, and `dcgan_celeba.py --batch-size 64 --epochs 20` (1,560 iterations), each timed.
 """
 import argparse
 import os
+import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import dcgan_celeba  # noqa: E402
 import mnist_conv_gan  # noqa: E402
 import mnist_mlp_gan  # noqa: E402
+
+TRAIN_RUNS = {  # script: (extra flags, iterations per epoch on the 5,000-digit sample)
+    "mnist_mlp_gan": ([], None),
+    "mnist_conv_gan": ([], None),
+    "dcgan_celeba": (["--batch-size", "64", "--epochs", "20", "--num-workers", "0"], 79),
+}
 
 
 def classifier():
@@ -43,28 +59,74 @@ def train_classifier(images, labels, epochs):
     return model.eval()
 
 
+def as_digits(images):
+    """Generated images, any of (N, 784), (N, 1, 28, 28), (N, 3, 64, 64) in [-1, 1] -> (N, 1, 28, 28)."""
+    images = images.reshape(len(images), -1, *images.shape[-2:]) if images.dim() == 4 else images.view(-1, 1, 28, 28)
+    images = images.mean(dim=1, keepdim=True)
+    return F.interpolate(images, size=28, mode="area") if images.shape[-1] != 28 else images
+
+
+def read_grid(path):
+    """The 64 images of an 8x8 grid PNG written by torchvision's save_image (padding 2), in [-1, 1]."""
+    grid = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 127.5 - 1.0)
+    size = (grid.shape[0] - 2) // 8 - 2
+    return torch.stack([grid[2 + r * (size + 2):2 + r * (size + 2) + size, 2 + c * (size + 2):2 + c * (size + 2) + size]
+                        for r in range(8) for c in range(8)]).unsqueeze(1)
+
+
 def load_generator(path):
     state = torch.load(path, map_location="cpu", weights_only=True)
-    generator = mnist_mlp_gan.Generator() if "fc1.weight" in state else mnist_conv_gan.Generator(100, 1)
+    state = state.get("g_model_state_dict", state)
+    if "fc1.weight" in state:
+        generator, noise_shape = mnist_mlp_gan.Generator(), (100,)
+    elif "gen.0.weight" in state:
+        generator, noise_shape = mnist_conv_gan.Generator(100, 1), (100,)
+    else:
+        generator, noise_shape = dcgan_celeba.Generator(), (100, 1, 1)
     generator.load_state_dict(state)
-    return generator.eval()
+    return generator.eval(), noise_shape
 
 
 def score(model, images):
-    """images (N, 1, 28, 28) in [-1, 1] -> (confident share, counts per class, entropy in bits)."""
+    """-> (confident share, classes with >= 2% of the labels, entropy in bits, counts per class)."""
     with torch.no_grad():
-        probabilities = F.softmax(model(images), dim=1)
+        probabilities = F.softmax(model(as_digits(images)), dim=1)
     confidence, label = probabilities.max(dim=1)
     counts = torch.bincount(label, minlength=10)
     p = counts.float() / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log2()).sum().item()
-    return (confidence >= 0.9).float().mean().item(), counts.tolist(), entropy
+    return (confidence >= 0.9).float().mean().item(), int((p >= 0.02).sum()), entropy, counts.tolist()
+
+
+def report(model, name, digits):
+    confident, classes, entropy, counts = score(model, digits)
+    print(f"{name:<46} {confident:>9.1%} {classes:>7} {entropy:>8.2f}  {counts}")
+    return confident
+
+
+def score_run(model, path, samples, per_epoch=None):
+    """Per-epoch grid scores of a run folder, then its final generator on `samples` fresh noise vectors."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    grids = sorted(f for f in os.listdir(folder) if f.startswith(("samples_epoch_", "fake_epoch_")))
+    for grid in grids:
+        epoch = int(grid.rsplit("_", 1)[1].split(".")[0])
+        at = f", {epoch * per_epoch:,} iterations" if per_epoch else ""
+        report(model, f"  epoch {epoch}{at} (64-image grid)", read_grid(os.path.join(folder, grid)))
+    if os.path.isdir(path):
+        path = os.path.join(path, next(f for f in ("generator.pt", "checkpoint_last.pt")
+                                       if os.path.exists(os.path.join(path, f))))
+    generator, noise_shape = load_generator(path)
+    with torch.no_grad():
+        fakes = generator(torch.randn(samples, *noise_shape))
+    return report(model, f"{path} ({samples} samples)", fakes)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("generators", nargs="*", help="generator.pt files written by the MNIST scripts")
-    p.add_argument("--samples", type=int, default=1000, help="generated digits scored per generator")
+    p.add_argument("runs", nargs="*", help="run folders or generator.pt / checkpoint files to score")
+    p.add_argument("--train", nargs="*", choices=list(TRAIN_RUNS), help="train these (all if none named) first")
+    p.add_argument("--out", default="runs/bench", help="where --train writes its runs")
+    p.add_argument("--samples", type=int, default=1000, help="fresh digits scored per final generator")
     p.add_argument("--quick", action="store_true", help="1 classifier epoch instead of 5 (a smoke run)")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -77,14 +139,18 @@ def main():
     with torch.no_grad():
         accuracy = (model(images[held_out]).argmax(1) == labels[held_out]).float().mean().item()
     print(f"classifier: {accuracy:.1%} accuracy on {len(held_out)} held-out real digits")
-    print(f"{'source':<44} {'confident':>9} {'entropy':>8}  counts per class 0-9")
-    rows = [("real held-out digits (ceiling)", images[held_out])]
-    for path in args.generators:
-        with torch.no_grad():
-            rows.append((path, load_generator(path)(torch.randn(args.samples, 100)).view(-1, 1, 28, 28)))
-    for name, digits in rows:
-        confident, counts, entropy = score(model, digits)
-        print(f"{name:<44} {confident:>9.1%} {entropy:>8.2f}  {counts}")
+    print(f"{'source':<46} {'confident':>9} {'classes':>7} {'entropy':>8}  counts per class 0-9")
+    report(model, "real held-out digits (ceiling)", images[held_out])
+    for name in (args.train if args.train else list(TRAIN_RUNS)) if args.train is not None else []:
+        flags, per_epoch = TRAIN_RUNS[name]
+        out = os.path.join(args.out, name)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(ROOT, f"{name}.py"), "--out", out, "--quiet", *flags],
+                       check=True, env={**os.environ, "MPLBACKEND": "Agg"})
+        print(f"{name}.py {' '.join(flags)}: {time.perf_counter() - start:.0f} s wall")
+        score_run(model, out, args.samples, per_epoch)
+    for path in args.runs:
+        score_run(model, path, args.samples)
 
 
 if __name__ == "__main__":
