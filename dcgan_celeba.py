@@ -39,7 +39,7 @@ def parse_args(argv=None):
                    "data/celeba; if that holds none, the 5,000 bundled MNIST digits at 64x64)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (0: the main one)")
     p.add_argument("--label-smoothing", action="store_true", help="D's targets 0.9 for real, 0.1 for fake")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 if supported, else fp16)")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 or fp16)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint_*.pt at its next epoch")
     p.add_argument("--save-every", type=int, default=5, help="also keep checkpoint_epoch_NNN.pt this often")
@@ -102,7 +102,8 @@ class Generator(nn.Module):
             self.create_upblock(128, in_channels, kernel_size=4, stride=2, padding=1, final_layer=True),
         )  # 3 x 64 x 64 in [-1, 1]
 
-    def create_upblock(self, in_channels, out_channels, kernel_size=5, stride=2, padding=1, final_layer=False):
+    def create_upblock(self, in_channels, out_channels, kernel_size=5, stride=2, padding=1,
+                       final_layer=False):
         conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
         if final_layer:  # tutorial: BatchNorm before Tanh, which pins each batch's mean at grey
             return nn.Sequential(conv, nn.Tanh())
@@ -152,7 +153,7 @@ def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02),
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False,
                scaler=None, amp_dtype=None):
     """One D update on real and fake.detach(), then one G update on the same fake. Returns both losses."""
-    real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)
+    real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)  # infer_and_dcgan.md's trick
     scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: scale() and step() pass through
     autocast = torch.autocast(real.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     # tutorial: a second fake batch for G, and retain_graph=True on D's loss; one batch serves both
@@ -163,8 +164,9 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
     with autocast:
         fake = generator(noise)
         fake_logits, real_logits = discriminator(fake.detach()), discriminator(real)
-        d_loss = (F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, fake_label))
-                  + F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))) / 2
+        loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, fake_label))
+        loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
+        d_loss = (loss_fake + loss_real) / 2  # the tutorial averages the two halves
     scaler.scale(d_loss).backward()
     scaler.step(d_optimizer)
 
@@ -210,7 +212,8 @@ def save_plots(losses, out, real, fake, show=False):
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    frames = [Image.open(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.startswith("fake_epoch_")]
+    grids = sorted(f for f in os.listdir(out) if f.startswith("fake_epoch_"))
+    frames = [Image.open(os.path.join(out, f)) for f in grids]
     frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
                    duration=400, loop=0)
     _, axes = plt.subplots(1, 2, figsize=(12, 6))
@@ -284,7 +287,7 @@ def train(args, device, rank, world):
             break
         d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
         if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
-            fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoint_last.pt is kept")
+            fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints are kept")
         losses["d"] += d_losses.tolist()
         losses["g"] += g_losses.tolist()
         if rank == 0:
@@ -301,7 +304,8 @@ def train(args, device, rank, world):
                 save_atomically(checkpoint, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
             save_plots(losses, args.out, real, fake, args.show and (interrupted or epoch == args.epochs))
             if not args.quiet:
-                print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
+                print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, "
+                      f"loss_g {g_losses.mean():.3f}")
         if interrupted or step == args.max_steps:
             break
     return interrupted
@@ -322,7 +326,8 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         tempfile.TemporaryFile(dir=args.out).close()
     except OSError as error:
-        what = "is a file, not a folder" if os.path.isfile(args.out) else f"cannot be written ({error.strerror})"
+        what = f"cannot be written ({error.strerror})"
+        what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
     device = torch.device(args.device)
     if world > 1:  # started by torchrun: one process per GPU (or CPU worker)

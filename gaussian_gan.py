@@ -215,7 +215,8 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         tempfile.TemporaryFile(dir=args.out).close()
     except OSError as error:
-        what = "is a file, not a folder" if os.path.isfile(args.out) else f"cannot be written ({error.strerror})"
+        what = f"cannot be written ({error.strerror})"
+        what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
     generator, history = train(args, torch.device(args.device))
     with torch.no_grad():

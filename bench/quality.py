@@ -34,8 +34,8 @@ import mnist_conv_gan  # noqa: E402
 import mnist_mlp_gan  # noqa: E402
 
 TRAIN_RUNS = {  # script: (extra flags, iterations per epoch on the 5,000-digit sample)
-    "mnist_mlp_gan": ([], None),
-    "mnist_conv_gan": ([], None),
+    "mnist_mlp_gan": ([], 39),
+    "mnist_conv_gan": ([], 79),
     "dcgan_celeba": (["--batch-size", "64", "--epochs", "20", "--num-workers", "0"], 79),
 }
 

@@ -184,7 +184,7 @@ def test_progress_gif_keeps_at_most_51_frames_and_ends_on_the_last_epoch(script,
     for epoch in range(1, 121):  # 120 one-pixel "grids", each its own gray level
         paths.append(str(tmp_path / f"samples_epoch_{epoch:03d}.png"))
         Image.new("L", (1, 1), epoch).save(paths[-1])
-    script.save_plots([1.0, 0.5], [0.5, 1.0], paths, str(tmp_path))
+    script.save_plots([[1.0, 0.5], [0.5, 1.0]], paths, str(tmp_path))
     with Image.open(tmp_path / "progress.gif") as gif:
         assert gif.n_frames == 41  # epochs 1, 4, ..., 118, then 120
         gif.seek(gif.n_frames - 1)
@@ -195,10 +195,31 @@ def test_progress_gif_keeps_at_most_51_frames_and_ends_on_the_last_epoch(script,
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_bad_flags_exit_2_with_one_line(script):
     assert_one_line_error(run_main(script, "--batch-size", 0), "--batch-size")
-    assert_one_line_error(run_main(script, "--num-workers", -1), "--num-workers")
+    assert_one_line_error(run_main(script, "--epochs", "1e3"), "--epochs", "invalid int value")
+    assert_one_line_error(run_main(script, "--lr", "nan"), "--lr", "must be positive")
+    assert_one_line_error(run_main(script, "--lr", "inf"), "--lr", "must be positive")
+    assert_one_line_error(run_main(script, "--seed", -1), "--seed", "0 to 2**32 - 1")
+    assert_one_line_error(run_main(script, "--seed", 2**32), "--seed")
     if not torch.cuda.is_available():
         assert_one_line_error(run_main(script, "--device", "cuda"), "CUDA is not available")
     assert run_main(script, "--help").returncode == 0
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_bad_paths_exit_2_before_training_and_name_what_the_path_is(script, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert_one_line_error(run_main(script, "--out", a_file), "--out", "is a file, not a folder")
+    assert_one_line_error(run_main(script, "--out", a_file / "run"), "--out", "cannot be written")
+    assert_one_line_error(run_main(script, "--out", "/proc/no_such_run"), "--out", "cannot be written")
+    assert_one_line_error(run_main(script, "--data-root", a_file, "--out", tmp_path / "o"),
+                          "--data-root", "is a file, not a folder")
+    assert a_file.read_text() == "keep me" and not (tmp_path / "o" / "loss.txt").exists()
+
+
+def test_mlp_batch_larger_than_the_data_is_an_error_not_a_silent_no_op(tmp_path):
+    result = run_main(mnist_mlp_gan, "--batch-size", 6000, "--data-root", tmp_path / "mnist", "--out", tmp_path)
+    assert_one_line_error(result, "--batch-size 6000 is more than the 5000 images")
 
 
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
