@@ -74,11 +74,11 @@ def make_dataset(args, is_main):
     transform = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
     try:
         return torchvision.datasets.ImageFolder(root, transform, loader=load_image)
-    except OSError as error:  # missing, a file, or no image in a sub-folder
+    except OSError:  # missing, a file, or no image in a sub-folder
         if args.data_root:  # the user named a folder: never swap in other data
-            what = {"Not a directory": "is a file, not a folder", None: "holds no images in sub-folders"}
-            fail(f"--data-root {root} {what.get(error.strerror, 'does not exist')}",
-                 "give a folder of .jpg/.png files in sub-folders, as img_align_celeba/")
+            what = "holds no images in sub-folders" if os.path.isdir(root) else "does not exist"
+            what = "is a file, not a folder" if os.path.isfile(root) else what
+            fail(f"--data-root {root} {what}", "give a folder of .jpg/.png files in sub-folders, as CelebA")
     if is_main:
         print(f"no images in {root}: training on 5,000 bundled MNIST digits at 64x64 (for faces, "
               "put CelebA's img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)")
