@@ -61,7 +61,8 @@ def train_classifier(images, labels, epochs):
 
 def as_digits(images):
     """Generated images, any of (N, 784), (N, 1, 28, 28), (N, 3, 64, 64) in [-1, 1] -> (N, 1, 28, 28)."""
-    images = images.reshape(len(images), -1, *images.shape[-2:]) if images.dim() == 4 else images.view(-1, 1, 28, 28)
+    if images.dim() == 2:  # the MLP's flat 784 pixels
+        images = images.view(-1, 1, 28, 28)
     images = images.mean(dim=1, keepdim=True)
     return F.interpolate(images, size=28, mode="area") if images.shape[-1] != 28 else images
 
@@ -70,8 +71,8 @@ def read_grid(path):
     """The 64 images of an 8x8 grid PNG written by torchvision's save_image (padding 2), in [-1, 1]."""
     grid = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 127.5 - 1.0)
     size = (grid.shape[0] - 2) // 8 - 2
-    return torch.stack([grid[2 + r * (size + 2):2 + r * (size + 2) + size, 2 + c * (size + 2):2 + c * (size + 2) + size]
-                        for r in range(8) for c in range(8)]).unsqueeze(1)
+    starts = [2 + i * (size + 2) for i in range(8)]
+    return torch.stack([grid[r:r + size, c:c + size] for r in starts for c in starts]).unsqueeze(1)
 
 
 def load_generator(path):
@@ -141,7 +142,8 @@ def main():
     print(f"classifier: {accuracy:.1%} accuracy on {len(held_out)} held-out real digits")
     print(f"{'source':<46} {'confident':>9} {'classes':>7} {'entropy':>8}  counts per class 0-9")
     report(model, "real held-out digits (ceiling)", images[held_out])
-    for name in (args.train if args.train else list(TRAIN_RUNS)) if args.train is not None else []:
+    to_train = [] if args.train is None else (args.train or list(TRAIN_RUNS))  # --train alone: all three
+    for name in to_train:
         flags, per_epoch = TRAIN_RUNS[name]
         out = os.path.join(args.out, name)
         start = time.perf_counter()

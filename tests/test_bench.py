@@ -28,3 +28,14 @@ def test_quality_scores_real_and_generated_digits(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "accuracy on 500 held-out real digits" in result.stdout
     assert "real held-out digits (ceiling)" in result.stdout and "generator.pt" in result.stdout
+
+
+def test_quality_scores_a_run_folder_per_epoch_and_a_dcgan_checkpoint(tmp_path):
+    import dcgan_celeba
+    from conftest import run_main
+    result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0, "--device", "cpu",
+                      "--quiet", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "20", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1 (64-image grid)" in result.stdout and "checkpoint_last.pt (20 samples)" in result.stdout
