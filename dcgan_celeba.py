@@ -260,7 +260,7 @@ def train(args, device, rank, world):
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
-    step, interrupted = 0, False
+    step, interrupted, shown_real = 0, False, None
     for epoch in range(start_epoch, args.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every process
@@ -269,6 +269,8 @@ def train(args, device, rank, world):
         try:
             for real, _ in bar:
                 real = real.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                if shown_real is None:  # a full batch for real_vs_fake.png (the last one may be short)
+                    shown_real = real
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
                                             args.label_smoothing, scaler, amp_dtype)
                 epoch_losses.append(torch.stack([d_loss, g_loss]).float())
@@ -302,7 +304,7 @@ def train(args, device, rank, world):
             save_atomically(checkpoint, os.path.join(args.out, "checkpoint_last.pt"))
             if epoch % args.save_every == 0:
                 save_atomically(checkpoint, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
-            save_plots(losses, args.out, real, fake, args.show and (interrupted or epoch == args.epochs))
+            save_plots(losses, args.out, shown_real, fake, args.show and (interrupted or epoch == args.epochs))
             if not args.quiet:
                 print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, "
                       f"loss_g {g_losses.mean():.3f}")
