@@ -304,7 +304,8 @@ def train(args, device, rank, world):
             save_atomically(checkpoint, os.path.join(args.out, "checkpoint_last.pt"))
             if epoch % args.save_every == 0:
                 save_atomically(checkpoint, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
-            save_plots(losses, args.out, shown_real, fake, args.show and (interrupted or epoch == args.epochs))
+            last = interrupted or epoch == args.epochs
+            save_plots(losses, args.out, shown_real, fake, show=args.show and last)
             if not args.quiet:
                 print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, "
                       f"loss_g {g_losses.mean():.3f}")
