@@ -1,15 +1,10 @@
-"""A GAN in ~50 lines, made reliable: learn N(4, 1.25) from uniform noise.
+"""Learn N(4, 1.25) from uniform noise: "GANs in 50 lines of code" (shared/tutorials/gaussian_gan.md).
 
-    python gaussian_gan.py                    # ~30,000 steps, about a minute on 2 CPU cores
+    python gaussian_gan.py                    # 30,000 steps, about a minute on 2 CPU cores
     python gaussian_gan.py --tutorial-recipe  # the tutorial's exact recipe (unreliable, see README)
-
-Mirrors "GANs in 50 lines of code (PyTorch)" (shared/tutorials/gaussian_gan.md). D judges a whole
-minibatch of 100 samples at once, with each one's squared deviation from the minibatch mean.
 """
 import argparse
-import math
 import os
-import random
 import sys
 import tempfile
 
@@ -26,18 +21,17 @@ DATA_MEAN, DATA_STDDEV = 4.0, 1.25
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=30000, help="iterations on fresh batches (tutorial: epochs)")
+    p.add_argument("--steps", type=int, default=30000, help="iterations, each on fresh batches")
     p.add_argument("--batch-size", type=int, default=100, help="samples in a minibatch D sees as one vector")
     p.add_argument("--lr", type=float, help="G's Adam learning rate (default 1e-3; tutorial 2e-4)")
     p.add_argument("--d-lr", type=float, help="D's Adam learning rate (default 1e-4; tutorial 2e-4)")
-    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 to 2**32 - 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
-                   help="cpu by default: these models are too small to gain from a GPU")
+                   help="cpu by default: these 50-unit layers gain nothing on a GPU")
     p.add_argument("--out", default="runs/gaussian_gan", help="folder for stats.png and histogram.png")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--print-interval", type=int, default=200, help="steps between printed lines")
-    p.add_argument("--tutorial-recipe", action="store_true", help="train exactly as the tutorial: lr 2e-4, "
-                   "betas (0.9, 0.999), one minibatch per D step, new noise for G's step, the last G")
+    p.add_argument("--tutorial-recipe", action="store_true", help="exactly the tutorial's training")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-interval lines")
     p.add_argument("--show", action="store_true", help="also open the figures in a window")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
@@ -45,10 +39,8 @@ def parse_args(argv=None):
     for flag in ("steps", "batch_size", "lr", "d_lr", "max_steps", "print_interval"):
         if getattr(args, flag) is not None and not 0 < getattr(args, flag) < float("inf"):
             p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
-    if args.batch_size > 10000:  # D's first layer has 2 x batch-size inputs
-        p.error(f"argument --batch-size: must be at most 10000, got {args.batch_size}")
-    if not 0 <= args.seed < 2**32:
-        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    if not (args.batch_size <= 10000 and 0 <= args.seed < 2**32):  # D's first layer: 2 x batch-size inputs
+        p.error(f"--batch-size must be at most 10000, --seed 0 to 2**32 - 1 ({args.batch_size}, {args.seed})")
     return args
 
 
@@ -57,17 +49,14 @@ def fail(what, fix):
     sys.exit(2)
 
 
-# ---- data: the real distribution R and the generator's input I
 def real_batch(num_sets, batch_size, device="cpu"):
     return torch.randn(num_sets, batch_size, device=device) * DATA_STDDEV + DATA_MEAN
 
 
-def noise_batch(num_sets, batch_size, device="cpu"):
-    # Uniform, not Gaussian, so G has to reshape it non-linearly rather than shift and scale it.
+def noise_batch(num_sets, batch_size, device="cpu"):  # uniform: G must reshape it, not shift and scale
     return torch.rand(num_sets * batch_size, 1, device=device)
 
 
-# ---- models, with the tutorial's names
 class Generator(nn.Module):
     def __init__(self, input_size=1, hidden_size=50, output_size=1):
         super().__init__()
@@ -100,10 +89,8 @@ def decorate_with_diffs(data, exponent=2.0):
     return torch.cat([data, (data - mean) ** exponent], dim=1)
 
 
-# ---- one training iteration
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, g_noise=None):
-    """One D update, then one G update, on real (sets, n) and noise (sets * n, 1); G's step reuses
-    `fake` unless `g_noise` is given. Returns (d_real_error, d_fake_error, g_error, fake)."""
+    """D's then G's update on real (sets, n) and noise (sets * n, 1); G reuses `fake` unless given g_noise."""
     sets = real.shape[0]
     ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)  # tutorial: shape (1,), crashes
     fake = generator(noise).view(sets, -1)
@@ -126,7 +113,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
     return d_real_error.detach(), d_fake_error.detach(), g_error.detach(), fake.detach()
 
 
-# ---- the loop
 def train(args, device):
     tutorial = args.tutorial_recipe
     # tutorial: betas (0.9, 0.999); with that momentum G overshoots and some seeds collapse or run away
@@ -134,8 +120,7 @@ def train(args, device):
     num_sets = 1 if tutorial else 4  # tutorial: 1 minibatch per D step, whose gradient is too noisy
     generator = Generator().to(device)
     discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
-    # tutorial: 2e-4 for both; D saturates on the collapsed initial G, which can sit stuck near 0 for
-    # 15,000 steps. A G 10x faster than D escapes within 1,000 steps
+    # tutorial: 2e-4 for both, and G can sit collapsed near 0 for 15,000 steps; 10x faster, it escapes
     g_lr = args.lr or (2e-4 if tutorial else 1e-3)
     d_lr = args.d_lr or (2e-4 if tutorial else 1e-4)
     # fused=True: one kernel per step for all parameters; at this size Python overhead is the cost
@@ -152,8 +137,7 @@ def train(args, device):
         g_noise = noise_batch(num_sets, args.batch_size, device) if tutorial else None
         d_real, d_fake, g_err, fake = train_step(generator, discriminator, g_optimizer, d_optimizer,
                                                  real, noise, g_noise)
-        if not tutorial:
-            averaged.update_parameters(generator)
+        averaged.update_parameters(generator)
         if step % args.print_interval == 0 or step == steps - 1:
             r, f = real[0].cpu().numpy(), fake[0].cpu().numpy()
             history.append((step, float(f.mean()), float(f.std())))
@@ -164,11 +148,9 @@ def train(args, device):
     return (generator if tutorial else averaged.module), history
 
 
-# ---- evaluation and plots
-def ks_distance(samples):
-    """Kolmogorov-Smirnov distance between the samples' empirical CDF and N(4, 1.25)."""
+def ks_distance(samples):  # Kolmogorov-Smirnov: the largest gap between the samples' CDF and N(4, 1.25)
     x, n = np.sort(samples), len(samples)
-    cdf = 0.5 * (1.0 + np.vectorize(math.erf)((x - DATA_MEAN) / (DATA_STDDEV * math.sqrt(2.0))))
+    cdf = 0.5 * (1.0 + torch.erf(torch.from_numpy((x - DATA_MEAN) / (DATA_STDDEV * np.sqrt(2.0)))).numpy())
     return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
 
 
@@ -182,16 +164,15 @@ def save_plots(history, samples, out, show=False):
         ax.legend()
     fig.savefig(os.path.join(out, "stats.png"), dpi=100, bbox_inches="tight")
     fig2, ax = plt.subplots(figsize=(6, 4))
-    real = np.random.normal(DATA_MEAN, DATA_STDDEV, len(samples))
+    real = real_batch(1, len(samples)).flatten().numpy()
     bins = np.linspace(DATA_MEAN - 5 * DATA_STDDEV, DATA_MEAN + 5 * DATA_STDDEV, 80)
     ax.hist(real, bins=bins, density=True, alpha=0.5, label="real samples")
     ax.hist(samples, bins=bins, density=True, alpha=0.5, label="generated samples")
-    density = np.exp(-0.5 * ((bins - DATA_MEAN) / DATA_STDDEV) ** 2) / (DATA_STDDEV * math.sqrt(2 * math.pi))
+    density = np.exp(-0.5 * ((bins - DATA_MEAN) / DATA_STDDEV) ** 2) / (DATA_STDDEV * np.sqrt(2 * np.pi))
     ax.plot(bins, density, "k", label="N(4, 1.25)")
     ax.set_title("final generator vs target")
     ax.legend()
-    fig2.tight_layout()
-    fig2.savefig(os.path.join(out, "histogram.png"), dpi=100)
+    fig2.savefig(os.path.join(out, "histogram.png"), dpi=100, bbox_inches="tight")
     if show:
         plt.show()
     plt.close("all")
@@ -207,8 +188,6 @@ def main(argv=None):
         print(f"device: {args.device}")
     if not available[args.device]:
         fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # 50-unit layers: extra threads only add synchronisation overhead
     try:  # now, not after 30,000 steps
@@ -219,8 +198,7 @@ def main(argv=None):
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
     generator, history = train(args, torch.device(args.device))
-    with torch.no_grad():
-        samples = generator(noise_batch(1, 10000, args.device)).flatten().cpu().numpy()
+    samples = generator(noise_batch(1, 10000, args.device)).detach().flatten().cpu().numpy()
     save_plots(history, samples, args.out, args.show)
     print(f"final: generated mean {samples.mean():.3f}, std {samples.std():.3f}, "
           f"KS distance {ks_distance(samples):.4f} to N(4, 1.25) over 10000 samples; plots in {args.out}")
