@@ -1,17 +1,12 @@
-"""A GAN of two 4-layer MLPs that learns to draw MNIST digits.
+"""Two 4-layer MLPs learn to draw MNIST digits: "GAN入门实践" (shared/tutorials/mnist_mlp_gan.md).
 
     python mnist_mlp_gan.py                     # full MNIST if it can download, else the bundled sample
     python mnist_mlp_gan.py --tutorial-recipe   # the tutorial's Adam betas, samples from the last G
-    python mnist_mlp_gan.py --max-steps 20      # smoke run
-
-Mirrors "GAN入门实践" (shared/tutorials/mnist_mlp_gan.md): G 100-256-512-1024-784 with leaky ReLU
-and tanh, D 784-1024-512-256-1 with dropout and sigmoid, BCELoss, Adam 2e-4, batch 128.
 """
 import argparse
 import contextlib
 import io
 import os
-import random
 import sys
 import tempfile
 
@@ -31,15 +26,12 @@ SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, help="passes over the data (default: the tutorial's 10; on the "
-                   "5,000-digit sample 120, as many batches)")
+    p.add_argument("--epochs", type=int, help="passes over the data (default 10; on the sample 120)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch; short last batch dropped")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate for G and D")
-    p.add_argument("--tutorial-recipe", action="store_true",
-                   help="the tutorial's Adam betas (0.9, 0.999) and samples from the last G, not the average")
-    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="auto picks cuda, then mps, then cpu")
+    p.add_argument("--tutorial-recipe", action="store_true", help="Adam betas (0.9, 0.999), the last G")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
     p.add_argument("--out", default="runs/mnist_mlp_gan", help="folder for every file written")
     p.add_argument("--max-steps", type=int, help="stop after this many iterations in total (smoke runs)")
     p.add_argument("--data-root", default="data", help="where MNIST is, or is downloaded to")
@@ -60,7 +52,6 @@ def fail(what, fix):
     sys.exit(2)
 
 
-# ---- data: all of MNIST as one uint8 tensor, normalised a batch at a time
 def load_mnist(data_root):
     """Returns (images uint8 (N, 28, 28), is_full_mnist)."""
     if os.path.isfile(data_root):
@@ -84,7 +75,6 @@ def batches(images, batch_size, device):
         yield batch.view(len(batch), -1).float().div_(127.5).sub_(1.0)
 
 
-# ---- models, with the tutorial's layer names
 class Generator(nn.Module):
     def __init__(self, g_input_dim=Z_DIM, g_output_dim=MNIST_DIM):
         super().__init__()
@@ -116,7 +106,6 @@ class Discriminator(nn.Module):
         return torch.sigmoid(self.fc4(x))
 
 
-# ---- one training iteration
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     """One D update, then one G update on the same fake batch. Returns (d_loss, g_loss) as tensors."""
     ones, zeros = real.new_ones(len(real), 1), real.new_zeros(len(real), 1)  # sized by the batch, not `bs`
@@ -142,7 +131,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     return d_loss.detach(), g_loss.detach()
 
 
-# ---- outputs
 def save_plots(history, grid_paths, out, show=False):
     plt.figure(figsize=(8, 4))
     plt.plot(history, label=["D", "G"], alpha=0.8)
@@ -152,15 +140,12 @@ def save_plots(history, grid_paths, out, show=False):
     if show:
         plt.show()
     plt.close("all")
-    paths = grid_paths[::-(-len(grid_paths) // 50)]  # at most ~50 frames: 300 grids make a 14 MB GIF
-    if paths[-1] != grid_paths[-1]:
-        paths.append(grid_paths[-1])  # always end on the last epoch
-    frames = [Image.open(path) for path in paths]
+    every = -(-len(grid_paths) // 50)  # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    frames = [Image.open(path) for path in grid_paths[::every] + grid_paths[-1:]]
     frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
                    duration=200, loop=0)
 
 
-# ---- the loop
 def train(args, images, device):
     generator, discriminator = Generator().to(device), Discriminator().to(device)
     # tutorial: default betas (0.9, 0.999); with momentum 0.5 G learns digits about twice as fast
@@ -229,10 +214,7 @@ def main(argv=None):
         what = f"cannot be written ({error.strerror})"
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-
     images, full = load_mnist(args.data_root)
     if args.batch_size > len(images):
         fail(f"--batch-size {args.batch_size} is more than the {len(images)} images", "use a smaller batch")
