@@ -1,16 +1,12 @@
-"""A small convolutional GAN that learns to draw MNIST digits.
+"""A small conv GAN learns MNIST digits ("Train your first GAN", shared/tutorials/mnist_conv_gan.md).
 
     python mnist_conv_gan.py                    # full MNIST if it can download, else the bundled sample
     python mnist_conv_gan.py --tutorial-recipe  # batch 512, samples from the last G
-
-Mirrors "Train your first GAN in PyTorch" (shared/tutorials/mnist_conv_gan.md): transposed-conv G,
-conv D returning logits, BCEWithLogitsLoss, Adam 2e-4 betas (0.5, 0.999), weights N(0, 0.02), batch 512.
 """
 import argparse
 import contextlib
 import io
 import os
-import random
 import sys
 import tempfile
 
@@ -30,14 +26,12 @@ SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, help="passes over the data (default: about 4,700 batches of 64, 5 "
-                   "epochs of MNIST or 60 of the sample; with --tutorial-recipe 25 or 300 batches of 512)")
+    p.add_argument("--epochs", type=int, help="passes over the data (default 5 of MNIST, 60 of the sample)")
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; the tutorial's 512)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate for G and D")
-    p.add_argument("--tutorial-recipe", action="store_true", help="batch 512 and samples from the last G")
-    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="auto picks cuda, then mps, then cpu")
+    p.add_argument("--tutorial-recipe", action="store_true", help="batch 512 (25 or 300 epochs), the last G")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
     p.add_argument("--out", default="runs/mnist_conv_gan", help="folder for every file written")
     p.add_argument("--max-steps", type=int, help="stop after this many iterations in total (smoke runs)")
     p.add_argument("--data-root", default="data", help="where MNIST is, or is downloaded to")
@@ -58,7 +52,6 @@ def fail(what, fix):
     sys.exit(2)
 
 
-# ---- data: all of MNIST as one uint8 tensor, normalised a batch at a time
 def load_mnist(data_root):
     """Returns (images uint8 (N, 28, 28), is_full_mnist)."""
     if os.path.isfile(data_root):
@@ -82,27 +75,22 @@ def batches(images, batch_size, device):
         yield batch.unsqueeze(1).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
 
 
-# ---- models, as the tutorial prints them
 class Generator(nn.Module):
     def __init__(self, z_dim, im_chan, hidden_dim=64):
         super().__init__()
         self.z_dim = z_dim
         self.gen = nn.Sequential(
-            nn.ConvTranspose2d(z_dim, 4 * hidden_dim, 3, 2),
+            nn.ConvTranspose2d(z_dim, 4 * hidden_dim, 3, 2),  # (hidden_dim*4) x 3 x 3
             nn.BatchNorm2d(4 * hidden_dim),
             nn.ReLU(inplace=True),
-            # state size. (hidden_dim*4) x 3 x 3
-            nn.ConvTranspose2d(hidden_dim * 4, hidden_dim * 2, 4, 1),
+            nn.ConvTranspose2d(hidden_dim * 4, hidden_dim * 2, 4, 1),  # (hidden_dim*2) x 6 x 6
             nn.BatchNorm2d(hidden_dim * 2),
             nn.ReLU(inplace=True),
-            # state size. (hidden_dim*2) x 6 x 6
-            nn.ConvTranspose2d(hidden_dim * 2, hidden_dim, 3, 2),
+            nn.ConvTranspose2d(hidden_dim * 2, hidden_dim, 3, 2),  # (hidden_dim) x 13 x 13
             nn.BatchNorm2d(hidden_dim),
             nn.ReLU(inplace=True),
-            # state size. (hidden_dim) x 13 x 13
-            nn.ConvTranspose2d(hidden_dim, im_chan, 4, 2),
-            nn.Tanh(),
-            # state size. (im_chan) x 28 x 28, in [-1, 1]
+            nn.ConvTranspose2d(hidden_dim, im_chan, 4, 2),  # (im_chan) x 28 x 28
+            nn.Tanh(),  # in [-1, 1]
         )
 
     def forward(self, noise):
@@ -113,16 +101,13 @@ class Discriminator(nn.Module):
     def __init__(self, im_chan, hidden_dim=16):
         super().__init__()
         self.disc = nn.Sequential(
-            nn.Conv2d(im_chan, hidden_dim, 4, 2),
+            nn.Conv2d(im_chan, hidden_dim, 4, 2),  # (hidden_dim) x 13 x 13
             nn.BatchNorm2d(hidden_dim),
             nn.LeakyReLU(0.2, inplace=True),
-            # state size. (hidden_dim) x 13 x 13
-            nn.Conv2d(hidden_dim, hidden_dim * 2, 4, 2),
+            nn.Conv2d(hidden_dim, hidden_dim * 2, 4, 2),  # (hidden_dim*2) x 5 x 5
             nn.BatchNorm2d(hidden_dim * 2),
             nn.LeakyReLU(0.2, inplace=True),
-            # state size. (hidden_dim*2) x 5 x 5
-            nn.Conv2d(hidden_dim * 2, 1, 4, 2),
-            # state size. 1 x 1 x 1: one logit, no sigmoid (the loss applies it stably)
+            nn.Conv2d(hidden_dim * 2, 1, 4, 2),  # 1 x 1 x 1: a logit; the loss applies the sigmoid stably
         )
 
     def forward(self, image):
@@ -138,11 +123,9 @@ def weights_init(m):
         nn.init.constant_(m.bias, 0)
 
 
-# ---- one training iteration
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     """One D update, then one G update on the same fake batch. Returns (d_loss, g_loss) as tensors."""
-    # tutorial: gen_loss draws a second noise batch and runs G again, and both backward passes use
-    # retain_graph=True for nothing; one fake batch serves both steps and each graph is freed
+    # tutorial: a second noise batch for G, and retain_graph=True for nothing; one fake batch serves both
     fake = generator(torch.randn(len(real), Z_DIM, device=real.device))
 
     # (1) Update D: maximize log D(x) + log(1 - D(G(z))), averaged over the two halves as the tutorial
@@ -162,7 +145,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     return d_loss.detach(), g_loss.detach()
 
 
-# ---- outputs
 def save_plots(history, grid_paths, out, show=False):
     plt.figure(figsize=(8, 4))
     plt.plot(history, label=["D", "G"], alpha=0.8)
@@ -172,15 +154,12 @@ def save_plots(history, grid_paths, out, show=False):
     if show:
         plt.show()
     plt.close("all")
-    paths = grid_paths[::-(-len(grid_paths) // 50)]  # at most ~50 frames: 300 grids make a 14 MB GIF
-    if paths[-1] != grid_paths[-1]:
-        paths.append(grid_paths[-1])  # always end on the last epoch
-    frames = [Image.open(path) for path in paths]
+    every = -(-len(grid_paths) // 50)  # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    frames = [Image.open(path) for path in grid_paths[::every] + grid_paths[-1:]]
     frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
                    duration=200, loop=0)
 
 
-# ---- the loop
 def train(args, images, device):
     # channels_last: the layout oneDNN and cuDNN convolutions run fastest in (~1.3x per step on CPU)
     generator = Generator(Z_DIM, 1).to(device, memory_format=torch.channels_last).apply(weights_init)
@@ -251,10 +230,7 @@ def main(argv=None):
         what = f"cannot be written ({error.strerror})"
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-
     images, full = load_mnist(args.data_root)
     # tutorial: batch 512, which gives a CPU 8x fewer steps a minute than 64 for no better digits
     args.batch_size = args.batch_size or (512 if args.tutorial_recipe else 64)
