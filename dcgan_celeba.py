@@ -6,7 +6,6 @@
 """
 import argparse
 import os
-import random
 import sys
 import tempfile
 
@@ -30,13 +29,11 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=20, help="train until this epoch (tutorial: 50)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch, per process")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate for G and D")
-    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="auto picks cuda, then mps, then cpu")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
     p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file written")
     p.add_argument("--max-steps", type=int, help="stop after this many iterations in total (smoke runs)")
-    p.add_argument("--data-root", help="images in sub-folders, as CelebA's img_align_celeba/ (default "
-                   "data/celeba; if that holds none, the 5,000 bundled MNIST digits at 64x64)")
+    p.add_argument("--data-root", help="images in sub-folders (default data/celeba, else bundled digits)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (0: the main one)")
     p.add_argument("--label-smoothing", action="store_true", help="D's targets 0.9 for real, 0.1 for fake")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 or fp16)")
@@ -60,24 +57,15 @@ def fail(what, fix):
     sys.exit(2)
 
 
-# ---- data: the tutorial's ImageFolder, or 5,000 real digits that a CPU can learn from
-def load_image(path):  # torchvision's own loader does not always name the file it failed on
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as error:
-        raise ValueError(f"unreadable image {path}: {error}") from None
-
-
 def make_dataset(args, is_main):
     root = args.data_root or os.path.join(HERE, "data", "celeba")
     transform = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
     try:
-        return torchvision.datasets.ImageFolder(root, transform, loader=load_image)
+        return torchvision.datasets.ImageFolder(root, transform)
     except OSError:  # missing, a file, or no image in a sub-folder
         if args.data_root:  # the user named a folder: never swap in other data
-            what = "holds no images in sub-folders" if os.path.isdir(root) else "does not exist"
-            what = "is a file, not a folder" if os.path.isfile(root) else what
+            what = "is a file, not a folder" if os.path.isfile(root) else "does not exist"
+            what = "holds no images in sub-folders" if os.path.isdir(root) else what
             fail(f"--data-root {root} {what}", "give a folder of .jpg/.png files in sub-folders, as CelebA")
     if is_main:
         print(f"no images in {root}: training on 5,000 bundled MNIST digits at 64x64 (for faces, "
@@ -89,7 +77,6 @@ def make_dataset(args, is_main):
     return torch.utils.data.TensorDataset(digits.expand(-1, 3, -1, -1), labels)  # grey as RGB, no copy
 
 
-# ---- models, as the tutorial writes them but for what kept them from learning (README: evidence)
 class Generator(nn.Module):
     def __init__(self, in_channels=3, z_dim=Z_DIM):
         super().__init__()
@@ -127,14 +114,13 @@ class Discriminator(nn.Module):
 
     def make_disc_block(self, input_channels, output_channels, kernel_size=4, stride=2, final_layer=False,
                         batch_norm=True):
+        # tutorial: no padding, the third block at stride 1 and BatchNorm on the input block: D wins at once
+        padding = 0 if final_layer else 1
+        conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, padding)
         if final_layer:
-            return nn.Sequential(nn.Conv2d(input_channels, output_channels, kernel_size, stride))
-        # tutorial: no padding, the third block at stride 1, and BatchNorm on the input block too;
-        # with those, D wins within 100 iterations and G collapses to one image
-        conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, padding=1)
-        if not batch_norm:
-            return nn.Sequential(conv, nn.LeakyReLU(0.2))
-        return nn.Sequential(conv, nn.BatchNorm2d(output_channels), nn.LeakyReLU(0.2))
+            return nn.Sequential(conv)
+        norm = [nn.BatchNorm2d(output_channels)] if batch_norm else []
+        return nn.Sequential(conv, *norm, nn.LeakyReLU(0.2))
 
     def forward(self, image):
         disc_pred = self.disc(image)
@@ -149,20 +135,18 @@ def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02),
         nn.init.zeros_(m.bias)
 
 
-# ---- one training iteration
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False,
                scaler=None, amp_dtype=None):
     """One D update on real and fake.detach(), then one G update on the same fake. Returns both losses."""
     real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)  # infer_and_dcgan.md's trick
     scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: scale() and step() pass through
     autocast = torch.autocast(real.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-    # tutorial: a second fake batch for G, and retain_graph=True on D's loss; one batch serves both
-    noise = torch.randn(len(real), Z_DIM, 1, 1, device=real.device)
 
     # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
     d_optimizer.zero_grad()
     with autocast:
-        fake = generator(noise)
+        # tutorial: a second fake batch for G, and retain_graph=True on D's loss; one batch serves both
+        fake = generator(torch.randn(len(real), Z_DIM, 1, 1, device=real.device))
         fake_logits, real_logits = discriminator(fake.detach()), discriminator(real)
         loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, fake_label))
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
@@ -181,7 +165,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
     return d_loss.detach(), g_loss.detach()
 
 
-# ---- checkpoints and plots
 def save_atomically(obj, path):
     torch.save(obj, path + ".tmp")
     os.replace(path + ".tmp", path)  # an interrupted save never replaces the last good file
@@ -189,19 +172,16 @@ def save_atomically(obj, path):
 
 def load_checkpoint(path, state):
     """Loads `path` into the models and optimizers of `state`; returns (next epoch, losses, rng state)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+    if not os.path.isfile(path):
         what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "does not exist"
         fail(f"--resume {path} {what}", "give a checkpoint_*.pt written by dcgan_celeba.py")
-    except Exception as error:  # truncated zip, pickle garbage, a non-tensor object...
-        fail(f"--resume {path} cannot be read ({type(error).__name__})", "it is corrupt; use another one")
     try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         for key, thing in state.items():
             thing.load_state_dict(checkpoint[key])
         return checkpoint["epoch"] + 1, checkpoint["losses"], checkpoint["rng_state"]
-    except (KeyError, TypeError, IndexError, RuntimeError, ValueError) as error:
-        fail(f"--resume {path} does not fit these models ({type(error).__name__})",
+    except Exception as error:  # a truncated file, pickle garbage, the weights of other models...
+        fail(f"--resume {path} cannot be read or does not fit these models ({type(error).__name__})",
              "resume a checkpoint written by this dcgan_celeba.py")
 
 
@@ -212,10 +192,9 @@ def save_plots(losses, out, real, fake, show=False):
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    grids = sorted(f for f in os.listdir(out) if f.startswith("fake_epoch_"))
-    frames = [Image.open(os.path.join(out, f)) for f in grids]
-    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
-                   duration=400, loop=0)
+    frames = [Image.open(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.startswith("fake_ep")]
+    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400,
+                   loop=0)
     _, axes = plt.subplots(1, 2, figsize=(12, 6))
     for ax, images, title in ((axes[0], real, "Real images"), (axes[1], fake, "Fake images")):
         grid = torchvision.utils.make_grid(images[:64].float().cpu(), normalize=True, value_range=(-1, 1))
@@ -227,7 +206,6 @@ def save_plots(losses, out, real, fake, show=False):
     plt.close("all")
 
 
-# ---- the loop
 def train(args, device, rank, world):
     dataset = make_dataset(args, rank == 0)
     sampler = torch.utils.data.DistributedSampler(dataset, seed=args.seed) if world > 1 else None
@@ -254,10 +232,7 @@ def train(args, device, rank, world):
         discriminator = nn.parallel.DistributedDataParallel(d_model)
     if args.compile:
         generator, discriminator = torch.compile(generator), torch.compile(discriminator)
-    use_amp = args.amp and device.type == "cuda"
-    if args.amp and not use_amp and rank == 0:
-        print("--amp: mixed precision is for CUDA; training in fp32")
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if args.amp else None
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
     step, interrupted, shown_real = 0, False, None
@@ -281,14 +256,12 @@ def train(args, device, rank, world):
                     break
         except KeyboardInterrupt:
             interrupted = True
-        except ValueError as error:  # an unreadable image; from a worker, after the worker's traceback
-            if "unreadable image" not in str(error):
-                raise
-            fail(str(error)[str(error).rfind("unreadable image"):].splitlines()[0], "delete or replace it")
+        except OSError as error:  # PIL cannot read an image; from a worker, the last line names it
+            fail(f"unreadable image: {str(error).strip().splitlines()[-1]}", "delete or replace the file")
         if not epoch_losses:
             break
         d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
-        if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
+        if not (d_losses + g_losses).isfinite().all():
             fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints are kept")
         losses["d"] += d_losses.tolist()
         losses["g"] += g_losses.tolist()
@@ -322,7 +295,8 @@ def main(argv=None):
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if args.device == "auto":
         args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
-        print(f"device: {args.device}" if rank == 0 else "", end="\n" if rank == 0 else "")
+        if rank == 0:
+            print(f"device: {args.device}")
     if not available[args.device]:
         fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     try:  # now, not after an epoch
@@ -333,15 +307,15 @@ def main(argv=None):
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
     device = torch.device(args.device)
+    if args.amp and device.type != "cuda":
+        print("--amp: mixed precision is for CUDA; training in fp32")
+        args.amp = False
     if world > 1:  # started by torchrun: one process per GPU (or CPU worker)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    seed = (args.seed + rank) % 2**32  # DDP copies rank 0's weights; other ranks draw their own noise
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed((args.seed + rank) % 2**32)  # DDP copies rank 0's weights; ranks draw their own noise
     interrupted = train(args, device, rank, world)
     if world > 1:
         dist.destroy_process_group()
