@@ -5,7 +5,6 @@
 """
 import argparse
 import os
-import sys
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -41,12 +40,20 @@ def parse_args(argv=None):
             p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
     if not (args.batch_size <= 10000 and 0 <= args.seed < 2**32):  # D's first layer: 2 x batch-size inputs
         p.error(f"--batch-size must be at most 10000, --seed 0 to 2**32 - 1 ({args.batch_size}, {args.seed})")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if args.device == "auto":
+        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
+        print(f"device: {args.device}")
+    if not available[args.device]:
+        p.error(f"--device {args.device}: {args.device.upper()} is not available; use --device cpu or auto")
+    try:  # now, not after 30,000 steps
+        os.makedirs(args.out, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as error:
+        what = f"cannot be written ({error.strerror})"
+        what = "is a file, not a folder" if os.path.isfile(args.out) else what
+        p.error(f"--out {args.out} {what}; give a folder you can write to")
     return args
-
-
-def fail(what, fix):
-    print(f"error: {what} ({fix})", file=sys.stderr)
-    sys.exit(2)
 
 
 def real_batch(num_sets, batch_size, device="cpu"):
@@ -115,8 +122,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
 
 def train(args, device):
     tutorial = args.tutorial_recipe
-    # tutorial: betas (0.9, 0.999); with that momentum G overshoots and some seeds collapse or run away
-    betas = (0.9, 0.999) if tutorial else (0.5, 0.999)
+    betas = (0.9, 0.999) if tutorial else (0.5, 0.999)  # tutorial: 0.9, with which G overshoots
     num_sets = 1 if tutorial else 4  # tutorial: 1 minibatch per D step, whose gradient is too noisy
     generator = Generator().to(device)
     discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
@@ -164,10 +170,9 @@ def save_plots(history, samples, out, show=False):
         ax.legend()
     fig.savefig(os.path.join(out, "stats.png"), dpi=100, bbox_inches="tight")
     fig2, ax = plt.subplots(figsize=(6, 4))
-    real = real_batch(1, len(samples)).flatten().numpy()
     bins = np.linspace(DATA_MEAN - 5 * DATA_STDDEV, DATA_MEAN + 5 * DATA_STDDEV, 80)
-    ax.hist(real, bins=bins, density=True, alpha=0.5, label="real samples")
-    ax.hist(samples, bins=bins, density=True, alpha=0.5, label="generated samples")
+    ax.hist(real_batch(1, len(samples)).flatten().numpy(), bins=bins, density=True, alpha=0.5, label="real")
+    ax.hist(samples, bins=bins, density=True, alpha=0.5, label="generated")
     density = np.exp(-0.5 * ((bins - DATA_MEAN) / DATA_STDDEV) ** 2) / (DATA_STDDEV * np.sqrt(2 * np.pi))
     ax.plot(bins, density, "k", label="N(4, 1.25)")
     ax.set_title("final generator vs target")
@@ -182,21 +187,8 @@ def main(argv=None):
     args = parse_args(argv)
     if not args.show:
         plt.switch_backend("Agg")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device == "auto":
-        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
-        print(f"device: {args.device}")
-    if not available[args.device]:
-        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # 50-unit layers: extra threads only add synchronisation overhead
-    try:  # now, not after 30,000 steps
-        os.makedirs(args.out, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as error:
-        what = f"cannot be written ({error.strerror})"
-        what = "is a file, not a folder" if os.path.isfile(args.out) else what
-        fail(f"--out {args.out} {what}", "give a folder you can write to")
     generator, history = train(args, torch.device(args.device))
     samples = generator(noise_batch(1, 10000, args.device)).detach().flatten().cpu().numpy()
     save_plots(history, samples, args.out, args.show)
