@@ -57,11 +57,19 @@ def fail(what, fix):
     sys.exit(2)
 
 
+def load_image(path):  # torchvision's own loader does not name the file when a truncated image fails
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise OSError(f"{path}: {error}") from None
+
+
 def make_dataset(args, is_main):
     root = args.data_root or os.path.join(HERE, "data", "celeba")
     transform = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
     try:
-        return torchvision.datasets.ImageFolder(root, transform)
+        return torchvision.datasets.ImageFolder(root, transform, loader=load_image)
     except OSError:  # missing, a file, or no image in a sub-folder
         if args.data_root:  # the user named a folder: never swap in other data
             what = "is a file, not a folder" if os.path.isfile(root) else "does not exist"
@@ -256,7 +264,7 @@ def train(args, device, rank, world):
                     break
         except KeyboardInterrupt:
             interrupted = True
-        except OSError as error:  # PIL cannot read an image; from a worker, the last line names it
+        except OSError as error:  # from load_image; from a worker, its message's last line
             fail(f"unreadable image: {str(error).strip().splitlines()[-1]}", "delete or replace the file")
         if not epoch_losses:
             break
