@@ -288,8 +288,7 @@ def train(args, device, rank, world):
             last = interrupted or epoch == args.epochs
             save_plots(losses, args.out, shown_real, fake, show=args.show and last)
             if not args.quiet:
-                print(f"epoch {epoch}/{args.epochs}: loss_d {d_losses.mean():.3f}, "
-                      f"loss_g {g_losses.mean():.3f}")
+                print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
         if interrupted or step == args.max_steps:
             break
     return interrupted
