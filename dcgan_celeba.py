@@ -200,7 +200,8 @@ def save_plots(losses, out, real, fake, show=False):
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    frames = [Image.open(os.path.join(out, f)) for f in sorted(os.listdir(out)) if f.startswith("fake_ep")]
+    grids = sorted(f for f in os.listdir(out) if f.startswith("fake_epoch_"))
+    frames = [Image.open(os.path.join(out, f)) for f in grids]
     frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400,
                    loop=0)
     _, axes = plt.subplots(1, 2, figsize=(12, 6))
@@ -269,7 +270,7 @@ def train(args, device, rank, world):
         if not epoch_losses:
             break
         d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
-        if not (d_losses + g_losses).isfinite().all():
+        if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
             fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints are kept")
         losses["d"] += d_losses.tolist()
         losses["g"] += g_losses.tolist()
