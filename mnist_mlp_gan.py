@@ -4,8 +4,6 @@
     python mnist_mlp_gan.py --tutorial-recipe   # the tutorial's Adam betas, samples from the last G
 """
 import argparse
-import contextlib
-import io
 import os
 import sys
 import tempfile
@@ -52,13 +50,11 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def load_mnist(data_root):
-    """Returns (images uint8 (N, 28, 28), is_full_mnist)."""
+def load_mnist(data_root):  # returns (images uint8 (N, 28, 28), is_full_mnist)
     if os.path.isfile(data_root):
         fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST is in or goes to")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # torchvision narrates each mirror it tries
-            return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
+        return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
     except (RuntimeError, OSError) as error:
         reason = str(error).strip().splitlines()[-1].strip("<>")
         print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample {SAMPLE}")
@@ -131,21 +127,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     return d_loss.detach(), g_loss.detach()
 
 
-def save_plots(history, grid_paths, out, show=False):
-    plt.figure(figsize=(8, 4))
-    plt.plot(history, label=["D", "G"], alpha=0.8)
-    plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
-    plt.legend()
-    plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    if show:
-        plt.show()
-    plt.close("all")
-    every = -(-len(grid_paths) // 50)  # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
-    frames = [Image.open(path) for path in grid_paths[::every] + grid_paths[-1:]]
-    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
-                   duration=200, loop=0)
-
-
 def train(args, images, device):
     generator, discriminator = Generator().to(device), Discriminator().to(device)
     # tutorial: default betas (0.9, 0.999); with momentum 0.5 G learns digits about twice as fast
@@ -156,7 +137,6 @@ def train(args, images, device):
     averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999))
     shown = generator if args.tutorial_recipe else averaged.module
     fixed_noise = torch.randn(64, Z_DIM, device=device)
-    images = images.to(device)
     history, grid_paths, step, interrupted = [], [], 0, False  # history: (D, G) loss per iteration
     with open(os.path.join(args.out, "loss.txt"), "w") as loss_file:
         for epoch in range(1, args.epochs + 1):
@@ -197,6 +177,21 @@ def train(args, images, device):
     return history, grid_paths, interrupted
 
 
+def save_plots(history, grid_paths, out, show=False):
+    plt.figure(figsize=(8, 4))
+    plt.plot(history, label=["D", "G"], alpha=0.8)
+    plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
+    plt.legend()
+    plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
+    if show:
+        plt.show()
+    plt.close("all")
+    every = -(-len(grid_paths) // 50)  # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    frames = [Image.open(path) for path in grid_paths[::every] + grid_paths[-1:]]
+    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
+                   duration=200, loop=0)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not args.show:
@@ -222,7 +217,7 @@ def main(argv=None):
     recipe = "the tutorial's recipe" if args.tutorial_recipe else "betas (0.5, 0.999), an average of G"
     total = len(images) // args.batch_size * args.epochs
     print(f"training {args.epochs} epochs, {total:,} batches of {args.batch_size}: {recipe}")
-    history, grid_paths, interrupted = train(args, images, torch.device(args.device))
+    history, grid_paths, interrupted = train(args, images.to(args.device), torch.device(args.device))
     if grid_paths:
         save_plots(history, grid_paths, args.out, args.show)
         print(f"{len(grid_paths)} grids, losses.png, progress.gif, loss.txt and generator.pt in {args.out}")
