@@ -193,28 +193,6 @@ def load_checkpoint(path, state):
              "resume a checkpoint written by this dcgan_celeba.py")
 
 
-def save_plots(losses, out, real, fake, show=False):
-    plt.figure(figsize=(8, 4))
-    plt.plot(losses["d"], label="D", alpha=0.8)
-    plt.plot(losses["g"], label="G", alpha=0.8)
-    plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
-    plt.legend()
-    plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    grids = sorted(f for f in os.listdir(out) if f.startswith("fake_epoch_"))
-    frames = [Image.open(os.path.join(out, f)) for f in grids]
-    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400,
-                   loop=0)
-    _, axes = plt.subplots(1, 2, figsize=(12, 6))
-    for ax, images, title in ((axes[0], real, "Real images"), (axes[1], fake, "Fake images")):
-        grid = torchvision.utils.make_grid(images[:64].float().cpu(), normalize=True, value_range=(-1, 1))
-        ax.imshow(grid.permute(1, 2, 0).numpy())
-        ax.set(title=title, xticks=[], yticks=[])
-    plt.savefig(os.path.join(out, "real_vs_fake.png"), dpi=100, bbox_inches="tight")
-    if show:
-        plt.show()
-    plt.close("all")
-
-
 def train(args, device, rank, world):
     dataset = make_dataset(args, rank == 0)
     sampler = torch.utils.data.DistributedSampler(dataset, seed=args.seed) if world > 1 else None
@@ -293,6 +271,28 @@ def train(args, device, rank, world):
         if interrupted or step == args.max_steps:
             break
     return interrupted
+
+
+def save_plots(losses, out, real, fake, show=False):
+    plt.figure(figsize=(8, 4))
+    plt.plot(losses["d"], label="D", alpha=0.8)
+    plt.plot(losses["g"], label="G", alpha=0.8)
+    plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
+    plt.legend()
+    plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
+    grids = sorted(f for f in os.listdir(out) if f.startswith("fake_epoch_"))
+    frames = [Image.open(os.path.join(out, f)) for f in grids]
+    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400,
+                   loop=0)
+    _, axes = plt.subplots(1, 2, figsize=(12, 6))
+    for ax, images, title in ((axes[0], real, "Real images"), (axes[1], fake, "Fake images")):
+        grid = torchvision.utils.make_grid(images[:64].float().cpu(), normalize=True, value_range=(-1, 1))
+        ax.imshow(grid.permute(1, 2, 0).numpy())
+        ax.set(title=title, xticks=[], yticks=[])
+    plt.savefig(os.path.join(out, "real_vs_fake.png"), dpi=100, bbox_inches="tight")
+    if show:
+        plt.show()
+    plt.close("all")
 
 
 def main(argv=None):
