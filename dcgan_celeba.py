@@ -265,7 +265,7 @@ def train(args, device, rank, world):
             if epoch % args.save_every == 0:
                 save_atomically(checkpoint, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
             last = interrupted or epoch == args.epochs
-            save_plots(losses, args.out, shown_real, fake, show=args.show and last)
+            save_plots(losses, args.out, shown_real, fake, epoch, show=args.show and last)
             if not args.quiet:
                 print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
         if interrupted or step == args.max_steps:
@@ -273,15 +273,15 @@ def train(args, device, rank, world):
     return interrupted
 
 
-def save_plots(losses, out, real, fake, show=False):
+def save_plots(losses, out, real, fake, epoch, show=False):
     plt.figure(figsize=(8, 4))
     plt.plot(losses["d"], label="D", alpha=0.8)
     plt.plot(losses["g"], label="G", alpha=0.8)
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    grids = sorted(f for f in os.listdir(out) if f.startswith("fake_epoch_"))
-    frames = [Image.open(os.path.join(out, f)) for f in grids]
+    grids = [os.path.join(out, f"fake_epoch_{e:03d}.png") for e in range(1, epoch + 1)]
+    frames = [Image.open(path) for path in grids if os.path.exists(path)]  # not an older run's later epochs
     frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400,
                    loop=0)
     _, axes = plt.subplots(1, 2, figsize=(12, 6))

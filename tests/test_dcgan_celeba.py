@@ -78,12 +78,16 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
 
 
 def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
+    (tmp_path / "run").mkdir()
+    Image.new("RGB", (530, 530)).save(tmp_path / "run" / "fake_epoch_002.png")  # left by an earlier, longer run
     result = run_script("dcgan_celeba.py", "--max-steps", 2, *SMALL, "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "training on 5,000 bundled MNIST digits" in result.stdout  # no CelebA: says so, trains on digits
     assert assert_image(tmp_path / "run" / "fake_epoch_001.png") == (8 * 66 + 2,) * 2
     for name in ("losses.png", "real_vs_fake.png", "progress.gif"):
         assert_image(tmp_path / "run" / name)
+    with Image.open(tmp_path / "run" / "progress.gif") as gif:
+        assert gif.n_frames == 1  # this run's one epoch, not the stale grid
     checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
     assert {"g_model_state_dict", "d_model_state_dict", "g_optimizer_state_dict", "d_optimizer_state_dict",
             "epoch", "args"} <= set(checkpoint)
@@ -106,6 +110,8 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, ima
     for key in ("g_model_state_dict", "d_model_state_dict"):
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key])
     assert a["losses"] == b["losses"]
+    with Image.open(tmp_path / "split" / "progress.gif") as gif:
+        assert gif.n_frames == 2  # the resumed run's GIF starts from the first run's grid
     again = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "split",
                      "--resume", tmp_path / "split" / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
