@@ -219,7 +219,8 @@ def train(args, device, rank, world):
         discriminator = nn.parallel.DistributedDataParallel(d_model)
     if args.compile:
         generator, discriminator = torch.compile(generator), torch.compile(discriminator)
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if args.amp else None
+    use_amp = args.amp and device.type == "cuda"
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
     step, interrupted, shown_real = 0, False, None
@@ -315,9 +316,8 @@ def main(argv=None):
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
     device = torch.device(args.device)
-    if args.amp and device.type != "cuda":
+    if args.amp and device.type != "cuda" and rank == 0:
         print("--amp: mixed precision is for CUDA; training in fp32")
-        args.amp = False
     if world > 1:  # started by torchrun: one process per GPU (or CPU worker)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))

@@ -177,11 +177,12 @@ def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_pat
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
     resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              os.path.join(ROOT, "dcgan_celeba.py"), "--epochs", "2", "--max-steps", "1",
+                              os.path.join(ROOT, "dcgan_celeba.py"), "--epochs", "2", "--max-steps", "1", "--amp",
                               *map(str, SMALL), "--out", str(out), "--resume", str(out / "checkpoint_last.pt")],
                              cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert torch.load(out / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
+    assert resumed.stdout.count("--amp: mixed precision is for CUDA") == 1  # said once, not once a process
 
 
 def test_ctrl_c_writes_a_checkpoint_and_plots_then_exits_130(tmp_path, image_folder, monkeypatch):
