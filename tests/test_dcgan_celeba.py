@@ -166,20 +166,24 @@ def test_unwritable_out_exits_2_before_loading_data(tmp_path):
         assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
 
+def torchrun(*args):
+    """dcgan_celeba.py as two CPU processes (gloo), the way torchrun starts it on a machine without GPUs."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               os.path.join(ROOT, "dcgan_celeba.py"), *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+
+
 def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_path):
     out = tmp_path / "ddp"
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             os.path.join(ROOT, "dcgan_celeba.py"), "--max-steps", "2", *map(str, SMALL), "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    result = torchrun("--max-steps", 2, *SMALL, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("checkpoint_last.pt, losses.png") == 1  # only rank 0 reports and writes
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
-    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              os.path.join(ROOT, "dcgan_celeba.py"), "--epochs", "2", "--max-steps", "1", "--amp",
-                              *map(str, SMALL), "--out", str(out), "--resume", str(out / "checkpoint_last.pt")],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    resumed = torchrun("--epochs", 2, "--max-steps", 1, "--amp", *SMALL, "--out", out,
+                       "--resume", out / "checkpoint_last.pt")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert torch.load(out / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
     assert resumed.stdout.count("--amp: mixed precision is for CUDA") == 1  # said once, not once a process
