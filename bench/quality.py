@@ -118,7 +118,8 @@ def score_run(model, path, samples, per_epoch=None):
                                        if os.path.exists(os.path.join(path, f))))
     generator, noise_shape = load_generator(path)
     with torch.no_grad():
-        fakes = generator(torch.randn(samples, *noise_shape))
+        # its own seeded noise: a score must not depend on which runs were scored before it in this call
+        fakes = generator(torch.randn(samples, *noise_shape, generator=torch.Generator().manual_seed(0)))
     return report(model, f"{path} ({samples} samples)", fakes)
 
 

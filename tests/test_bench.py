@@ -39,3 +39,17 @@ def test_quality_scores_a_run_folder_per_epoch_and_a_dcgan_checkpoint(tmp_path):
     result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "20", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "epoch 1 (64-image grid)" in result.stdout and "checkpoint_last.pt (20 samples)" in result.stdout
+
+
+def test_quality_score_of_a_generator_does_not_depend_on_what_was_scored_before_it(tmp_path):
+    torch.manual_seed(0)
+    generator = mnist_mlp_gan.Generator()
+    with torch.no_grad():  # large weights: images, and so the score, vary with the noise
+        for parameter in generator.parameters():
+            parameter.mul_(4)
+    torch.save(generator.state_dict(), tmp_path / "generator.pt")
+    path = str(tmp_path / "generator.pt")
+    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "200", path, path)
+    assert result.returncode == 0, result.stderr
+    first, second = [line for line in result.stdout.splitlines() if "generator.pt (200 samples)" in line]
+    assert first == second
