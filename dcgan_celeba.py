@@ -1,13 +1,15 @@
-"""DCGAN on 64x64 images (shared/tutorials/dcgan_celeba.md; checkpoints as infer_and_dcgan.md).
+"""DCGAN on 64x64 images, after Aniket Maurya's "DCGAN Tutorial" (Analytics Vidhya, with a Colab notebook):
+https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
 
     python dcgan_celeba.py --epochs 20                       # CelebA in data/celeba, else bundled digits
     torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)
-    python dcgan_celeba.py --resume runs/dcgan_celeba/checkpoint_last.pt --epochs 30
 """
 import argparse
 import os
+import platform
 import sys
 import tempfile
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,10 +20,11 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
 from PIL import Image
-from tqdm import tqdm
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 Z_DIM = 100
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."  # "." for a pasted cell
 
 
 def parse_args(argv=None):
@@ -36,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--data-root", help="images in sub-folders (default data/celeba, else bundled digits)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (0: the main one)")
     p.add_argument("--label-smoothing", action="store_true", help="D's targets 0.9 for real, 0.1 for fake")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 or fp16)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision (bf16 CPU: default)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint_*.pt at its next epoch")
     p.add_argument("--save-every", type=int, default=5, help="also keep checkpoint_epoch_NNN.pt this often")
@@ -59,8 +62,7 @@ def fail(what, fix):
 
 def load_image(path):  # torchvision's own loader does not name the file when a truncated image fails
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return Image.open(path).convert("RGB")  # convert() reads the pixels and closes the file
     except OSError as error:
         raise OSError(f"{path}: {error}") from None
 
@@ -76,12 +78,19 @@ def make_dataset(args, is_main):
             what = "holds no images in sub-folders" if os.path.isdir(root) else what
             fail(f"--data-root {root} {what}", "give a folder of .jpg/.png files in sub-folders, as CelebA")
     if is_main:
-        print(f"no images in {root}: training on 5,000 bundled MNIST digits at 64x64 (for faces, "
+        print(f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, "
               "put CelebA's img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)")
-    with np.load(os.path.join(HERE, "data", "mnist_sample.npz")) as f:
-        digits = torch.from_numpy(f["images"]).float().div(127.5).sub(1.0).unsqueeze(1)
-        labels = torch.from_numpy(f["labels"]).long()
-    digits = F.interpolate(digits, size=64, mode="bilinear").clamp(-1.0, 1.0)
+    try:  # the bundled sample; this file alone (pasted into a notebook, say) takes MNIST's first 5,000
+        with np.load(os.path.join(HERE, "data", "mnist_sample.npz")) as f:
+            digits, labels = torch.from_numpy(f["images"]), torch.from_numpy(f["labels"])
+    except FileNotFoundError:
+        try:
+            mnist = torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True)
+        except (RuntimeError, OSError) as error:  # offline
+            fail(f"no images in {root}, no bundled digits, no MNIST download ({type(error).__name__})",
+                 "put CelebA's img_align_celeba/ in data/celeba or run this from a clone of the repository")
+        digits, labels = mnist.data[:5000], mnist.targets[:5000]
+    digits = F.interpolate(digits.unsqueeze(1) / 127.5 - 1.0, size=64, mode="bilinear").clamp(-1.0, 1.0)
     return torch.utils.data.TensorDataset(digits.expand(-1, 3, -1, -1), labels)  # grey as RGB, no copy
 
 
@@ -123,8 +132,7 @@ class Discriminator(nn.Module):
     def make_disc_block(self, input_channels, output_channels, kernel_size=4, stride=2, final_layer=False,
                         batch_norm=True):
         # tutorial: no padding, the third block at stride 1 and BatchNorm on the input block: D wins at once
-        padding = 0 if final_layer else 1
-        conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, padding)
+        conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, 0 if final_layer else 1)
         if final_layer:
             return nn.Sequential(conv)
         norm = [nn.BatchNorm2d(output_channels)] if batch_norm else []
@@ -135,7 +143,7 @@ class Discriminator(nn.Module):
         return disc_pred.view(len(disc_pred), -1)
 
 
-def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02), as infer_and_dcgan.md
+def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02), as zhangxiann's lesson 8
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
@@ -146,10 +154,9 @@ def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02),
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False,
                scaler=None, amp_dtype=None):
     """One D update on real and fake.detach(), then one G update on the same fake. Returns both losses."""
-    real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)  # infer_and_dcgan.md's trick
+    real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)  # zhangxiann's lesson 8 trick
     scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: scale() and step() pass through
     autocast = torch.autocast(real.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
     # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
     d_optimizer.zero_grad()
     with autocast:
@@ -161,7 +168,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
         d_loss = (loss_fake + loss_real) / 2  # the tutorial averages the two halves
     scaler.scale(d_loss).backward()
     scaler.step(d_optimizer)
-
     # (2) Update G: maximize log D(G(z))
     g_optimizer.zero_grad()
     with autocast:
@@ -178,8 +184,7 @@ def save_atomically(obj, path):
     os.replace(path + ".tmp", path)  # an interrupted save never replaces the last good file
 
 
-def load_checkpoint(path, state):
-    """Loads `path` into the models and optimizers of `state`; returns (next epoch, losses, rng state)."""
+def load_checkpoint(path, state):  # -> (next epoch, losses, rng state)
     if not os.path.isfile(path):
         what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "does not exist"
         fail(f"--resume {path} {what}", "give a checkpoint_*.pt written by dcgan_celeba.py")
@@ -193,14 +198,15 @@ def load_checkpoint(path, state):
              "resume a checkpoint written by this dcgan_celeba.py")
 
 
-def train(args, device, rank, world):
+def train(args, device, rank, distributed, amp_dtype):
     dataset = make_dataset(args, rank == 0)
-    sampler = torch.utils.data.DistributedSampler(dataset, seed=args.seed) if world > 1 else None
+    sampler = torch.utils.data.DistributedSampler(dataset, seed=args.seed) if distributed else None
     loader = torch.utils.data.DataLoader(dataset, args.batch_size, shuffle=sampler is None, sampler=sampler,
                                          num_workers=args.num_workers, pin_memory=device.type == "cuda")
-    # channels_last: the layout oneDNN and cuDNN convolutions run fastest in
-    g_model = Generator().to(device, memory_format=torch.channels_last).apply(weights_init)
-    d_model = Discriminator().to(device, memory_format=torch.channels_last).apply(weights_init)
+    # channels_last: the layout oneDNN and cuDNN convolutions run fastest in; compiled, it fails on CUDA:
+    layout = torch.contiguous_format if args.compile else torch.channels_last  # pytorch/pytorch#171622
+    g_model = Generator().to(device, memory_format=layout).apply(weights_init)
+    d_model = Discriminator().to(device, memory_format=layout).apply(weights_init)
     g_optimizer = torch.optim.Adam(g_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(d_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
@@ -209,37 +215,33 @@ def train(args, device, rank, world):
     start_epoch, losses = 1, {"d": [], "g": []}
     if args.resume:
         start_epoch, losses, rng_state = load_checkpoint(args.resume, state)
-        if world == 1:  # the next epoch shuffles and draws noise as if never stopped (one process only)
+        if not distributed:  # the next epoch shuffles and draws noise as if never stopped (one process only)
             torch.set_rng_state(rng_state)
         if start_epoch > args.epochs and rank == 0:
             print(f"{args.resume} already has {start_epoch - 1} epochs: raise --epochs to train more")
     generator, discriminator = g_model, d_model  # the bare modules are what gets saved: no prefixes
-    if world > 1:  # each process computes gradients on its share of the batch; DDP averages them
-        generator = nn.parallel.DistributedDataParallel(g_model)
-        discriminator = nn.parallel.DistributedDataParallel(d_model)
+    if distributed:  # each process computes gradients on its share of the batch; DDP averages them
+        # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN's backward
+        warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")  # its successor: torch 2.14+
+        generator, discriminator = DDP(g_model), DDP(d_model, broadcast_buffers=False)
     if args.compile:
         generator, discriminator = torch.compile(generator), torch.compile(discriminator)
-    use_amp = args.amp and device.type == "cuda"
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
-
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 only: bf16 needs no scaling
     step, interrupted, shown_real = 0, False, None
     for epoch in range(start_epoch, args.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every process
         epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
-        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet or rank > 0, leave=False)
+        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch}/{args.epochs}", leave=False,
+                   disable=args.quiet or rank > 0)  # an iterator: tqdm.auto would start another (tqdm#1598)
         try:
             for real, _ in bar:
-                real = real.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                if shown_real is None:  # a full batch for real_vs_fake.png (the last one may be short)
-                    shown_real = real
+                real = real.to(device, non_blocking=True).contiguous(memory_format=layout)
+                shown_real = real if shown_real is None else shown_real  # a full batch for real_vs_fake.png
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
                                             args.label_smoothing, scaler, amp_dtype)
                 epoch_losses.append(torch.stack([d_loss, g_loss]).float())
                 step += 1
-                if step % 10 == 0 and not args.quiet:  # .item() waits for the GPU: not every step
-                    bar.set_postfix(D=f"{d_loss.item():.3f}", G=f"{g_loss.item():.3f}")
                 if step == args.max_steps:
                     break
         except KeyboardInterrupt:
@@ -265,19 +267,17 @@ def train(args, device, rank, world):
             save_atomically(checkpoint, os.path.join(args.out, "checkpoint_last.pt"))
             if epoch % args.save_every == 0:
                 save_atomically(checkpoint, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
-            last = interrupted or epoch == args.epochs
+            last = interrupted or epoch == args.epochs or step == args.max_steps
             save_plots(losses, args.out, shown_real, fake, epoch, show=args.show and last)
-            if not args.quiet:
-                print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
+            print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
         if interrupted or step == args.max_steps:
             break
-    return interrupted
+    return g_model, interrupted
 
 
 def save_plots(losses, out, real, fake, epoch, show=False):
     plt.figure(figsize=(8, 4))
-    plt.plot(losses["d"], label="D", alpha=0.8)
-    plt.plot(losses["g"], label="G", alpha=0.8)
+    plt.plot(np.column_stack([losses["d"], losses["g"]]), label=["D", "G"], alpha=0.8)
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
@@ -296,16 +296,14 @@ def save_plots(losses, out, real, fake, epoch, show=False):
     plt.close("all")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
     if not args.show:
         plt.switch_backend("Agg")
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    rank, distributed = int(os.environ.get("RANK", "0")), "RANK" in os.environ  # torchrun sets RANK
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if args.device == "auto":
         args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
-        if rank == 0:
-            print(f"device: {args.device}")
     if not available[args.device]:
         fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     try:  # now, not after an epoch
@@ -316,22 +314,36 @@ def main(argv=None):
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
     device = torch.device(args.device)
-    if args.amp and device.type != "cuda" and rank == 0:
-        print("--amp: mixed precision is for CUDA; training in fp32")
-    if world > 1:  # started by torchrun: one process per GPU (or CPU worker)
+    arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
+    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
+    amp_dtype = torch.bfloat16 if device.type == "cpu" and args.amp is not False and fast_bf16 else None
+    if device.type == "cuda" and args.amp:  # not by default: bf16 was no faster than TF32 on an H200
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if rank == 0:  # the device, and what --amp or its default on a bf16 CPU chose
+        fp32 = "fp32 (--amp: no fast bf16 on this device)" if args.amp else "fp32"
+        print(f"device: {args.device}, {f'{amp_dtype} autocast' if amp_dtype else fp32}")
+    if distributed:  # started by torchrun: one process per GPU (or CPU worker)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed((args.seed + rank) % 2**32)  # DDP copies rank 0's weights; ranks draw their own noise
-    interrupted = train(args, device, rank, world)
-    if world > 1:
+    generator, interrupted = train(args, device, rank, distributed, amp_dtype)
+    if distributed:
         dist.destroy_process_group()
     if rank == 0:
-        print(f"{'interrupted: ' if interrupted else ''}checkpoint_last.pt, losses.png, progress.gif, "
-              f"real_vs_fake.png and per-epoch grids in {args.out}")
+        print(f"{'interrupted: ' if interrupted else ''}checkpoints, plots and per-epoch grids in {args.out}")
     if interrupted:
         sys.exit(130)
+    return generator
+
+
+def main(argv=None):  # the command line's entry, and a notebook's: main(["--epochs", "5"]) returns G
+    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
+        return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
+    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
+        if "ipykernel" not in sys.modules:
+            raise
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import dcgan_celeba as dc
-from conftest import ROOT, assert_image, assert_one_line_error, batchnorm, conv, moved, n_params, run_main, run_script, snapshot
+from conftest import (ROOT, assert_image, assert_one_line_error, batchnorm, conv, moved, n_params, run_main,
+                      run_script, snapshot)
 
 SMALL = ["--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--quiet"]
 
@@ -21,7 +22,8 @@ def image_folder(tmp_path):
     folder = tmp_path / "faces" / "img_align_celeba"
     folder.mkdir(parents=True)
     for i, face in enumerate(faces):
-        Image.fromarray(face).convert("RGB").resize((70, 80)).save(folder / f"{i:06d}.{'jpg' if i % 2 else 'png'}")
+        name = f"{i:06d}.{'jpg' if i % 2 else 'png'}"
+        Image.fromarray(face).convert("RGB").resize((70, 80)).save(folder / name)
     return tmp_path / "faces"
 
 
@@ -31,9 +33,9 @@ def test_models_have_the_tutorials_shapes_and_parameter_counts_less_the_two_batc
     assert fake.shape == (3, 3, 64, 64) and fake.abs().max() <= 1
     assert d(fake).shape == (3, 1)
     # the tutorial's layers, without BatchNorm(3) before G's Tanh and BatchNorm(32) on D's input block
-    assert n_params(g) == (conv(100, 1024, 4, False) + batchnorm(1024) + conv(1024, 512, 4, False) + batchnorm(512) +
-                           conv(512, 256, 4, False) + batchnorm(256) + conv(256, 128, 4, False) + batchnorm(128) +
-                           conv(128, 3, 4, False))
+    assert n_params(g) == (conv(100, 1024, 4, False) + batchnorm(1024) + conv(1024, 512, 4, False) +
+                           batchnorm(512) + conv(512, 256, 4, False) + batchnorm(256) +
+                           conv(256, 128, 4, False) + batchnorm(128) + conv(128, 3, 4, False))
     assert n_params(d) == (conv(3, 32, 4) + conv(32, 64, 4) + batchnorm(64) + conv(64, 128, 4) +
                            batchnorm(128) + conv(128, 128, 4) + batchnorm(128) + conv(128, 1, 4))
     # padded 4x4 kernels at stride 2 halve the image in each block: 64 -> 32 -> 16 -> 8 -> 4 -> 1
@@ -69,8 +71,8 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
         losses = dc.train_step(g, d, frozen_g, torch.optim.Adam(d.parameters()), real)
         assert moved(g0, g) == 0 and moved(d0, d) == len(d0)
         d1 = snapshot(d)
-        losses += dc.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.SGD(d.parameters(), lr=0.0),
-                                real, label_smoothing=True)
+        frozen_d = torch.optim.SGD(d.parameters(), lr=0.0)
+        losses += dc.train_step(g, d, torch.optim.Adam(g.parameters()), frozen_d, real, label_smoothing=True)
         assert moved(d1, d) == 0 and moved(g0, g) == len(g0)
         return [x.item() for x in losses]
     first = run()
@@ -79,10 +81,11 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
 
 def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
     (tmp_path / "run").mkdir()
-    Image.new("RGB", (530, 530)).save(tmp_path / "run" / "fake_epoch_002.png")  # left by an earlier, longer run
+    # left by an earlier, longer run
+    Image.new("RGB", (530, 530)).save(tmp_path / "run" / "fake_epoch_002.png")
     result = run_script("dcgan_celeba.py", "--max-steps", 2, *SMALL, "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
-    assert "training on 5,000 bundled MNIST digits" in result.stdout  # no CelebA: says so, trains on digits
+    assert "training on 5,000 MNIST digits" in result.stdout  # no CelebA: says so, trains on the digits
     assert assert_image(tmp_path / "run" / "fake_epoch_001.png") == (8 * 66 + 2,) * 2
     for name in ("losses.png", "real_vs_fake.png", "progress.gif"):
         assert_image(tmp_path / "run" / name)
@@ -122,7 +125,8 @@ def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
     (tmp_path / "empty" / "img_align_celeba").mkdir(parents=True)
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images")
     (tmp_path / "file.jpg").write_bytes(b"x")
-    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL), "is a file, not a folder")
+    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL),
+                          "is a file, not a folder")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -178,7 +182,7 @@ def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_pat
     out = tmp_path / "ddp"
     result = torchrun("--max-steps", 2, *SMALL, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("checkpoint_last.pt, losses.png") == 1  # only rank 0 reports and writes
+    assert result.stdout.count("checkpoints, plots and per-epoch grids") == 1  # only rank 0 reports
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
@@ -186,7 +190,8 @@ def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_pat
                        "--resume", out / "checkpoint_last.pt")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert torch.load(out / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
-    assert resumed.stdout.count("--amp: mixed precision is for CUDA") == 1  # said once, not once a process
+    assert resumed.stdout.count("device: cpu") == 1  # said once, not once a process
+    assert "deprecated" not in resumed.stderr  # DDP's broadcast_buffers warning, on torch 2.14 and later
 
 
 def test_ctrl_c_writes_a_checkpoint_and_plots_then_exits_130(tmp_path, image_folder, monkeypatch):
@@ -205,7 +210,8 @@ def test_ctrl_c_writes_a_checkpoint_and_plots_then_exits_130(tmp_path, image_fol
     assert_image(tmp_path / "fake_epoch_001.png")
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, image_folder, monkeypatch):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, image_folder,
+                                                                          monkeypatch):
     real_step, calls = dc.train_step, []
 
     def step_that_diverges(*args, **kwargs):
@@ -218,7 +224,73 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
 
 
-def test_amp_on_cpu_says_it_trains_in_fp32(tmp_path, image_folder):
-    result = run_main(dc, "--data-root", image_folder, "--max-steps", 1, "--amp", *SMALL, "--out", tmp_path)
+def test_each_epoch_reads_the_loader_once_so_the_progress_bar_starts_no_extra_workers(tmp_path, image_folder,
+                                                                                       monkeypatch):
+    starts, real_iter = [], torch.utils.data.DataLoader.__iter__
+
+    def counting_iter(loader):  # tqdm.auto's asyncio side calls iter() on what it wraps (tqdm#1598)
+        starts.append(1)
+        return real_iter(loader)
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", counting_iter)
+    result = run_main(dc, "--epochs", 2, "--data-root", image_folder, *SMALL, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "--amp: mixed precision is for CUDA; training in fp32" in result.stdout
+    assert len(starts) == 2  # one per epoch: a second would shift the shuffle and, with workers, fork more
+
+
+def test_a_seeded_bf16_step_on_the_cpu_is_finite_repeatable_and_moves_both_models():
+    def run():
+        torch.manual_seed(0)
+        g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
+        real = torch.stack([dc.make_dataset(dc.parse_args([]), is_main=False)[i][0] for i in range(4)])
+        g0, d0 = snapshot(g), snapshot(d)
+        losses = dc.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters()), real,
+                               amp_dtype=torch.bfloat16)
+        assert moved(g0, g) == len(g0) and moved(d0, d) == len(d0)
+        assert all(p.dtype == torch.float32 for p in g.parameters())  # autocast: fp32 weights, bf16 math
+        return [x.item() for x in losses]
+    first = run()
+    assert np.isfinite(first).all() and first == run()
+
+
+@pytest.mark.parametrize("fast_bf16, flags, dtype, said", [
+    (True, [], torch.bfloat16, "device: cpu, torch.bfloat16 autocast"),
+    (True, ["--no-amp"], None, "device: cpu, fp32"),
+    (False, ["--amp"], None, "device: cpu, fp32 (--amp: no fast bf16 on this device)"),
+    (False, [], None, "device: cpu, fp32"),
+])
+def test_amp_is_bf16_on_a_cpu_with_bf16_instructions_and_fp32_without(fast_bf16, flags, dtype, said, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr(dc.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast_bf16)
+    real_step, dtypes = dc.train_step, []
+
+    def recording_step(*args, **kwargs):
+        dtypes.append(args[7])  # train() passes (..., real, label_smoothing, scaler, amp_dtype)
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(dc, "train_step", recording_step)
+    result = run_main(dc, "--max-steps", 1, *SMALL, *flags, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert said in result.stdout.splitlines()
+    assert dtypes == [dtype]
+
+
+def test_without_the_bundled_sample_it_downloads_mnist_or_says_in_one_line_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(dc, "HERE", str(tmp_path))  # this file alone, as pasted into a notebook: no data/
+    raw = tmp_path / "data" / "MNIST" / "raw"  # what a download leaves: MNIST's IDX files
+    raw.mkdir(parents=True)
+    digits = np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    for split in ("train", "t10k"):
+        header = bytes([0, 0, 8, 3, 0, 0, 0, 6, 0, 0, 0, 28, 0, 0, 0, 28])  # uint8, 3 dims: 6 x 28 x 28
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(header + digits.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 6]) + bytes(range(6)))
+    dataset = dc.make_dataset(dc.parse_args([]), is_main=False)
+    image, label = dataset[5]
+    assert len(dataset) == 6 and image.shape == (3, 64, 64) and label == 5 and image.abs().max() <= 1
+    for name in os.listdir(raw):
+        os.remove(raw / name)
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+    monkeypatch.setattr(dc.torchvision.datasets, "MNIST", offline)
+    result = run_main(dc, *SMALL, "--out", tmp_path / "out")
+    assert_one_line_error(result, "no bundled digits, no MNIST download", "data/celeba")
