@@ -1,4 +1,6 @@
 """Both MNIST scripts: models, steps, data path and CLI. Parametrised where they share behaviour."""
+import math
+
 import pytest
 import torch
 from PIL import Image
@@ -141,6 +143,37 @@ def test_mlp_step_judges_real_and_fake_as_one_batch_and_gives_d_its_gradients_ba
     assert all(torch.allclose(p.grad, q.grad) for p, q in zip(g.parameters(), g0.parameters()))
 
 
+def test_mlp_bf16_step_is_finite_repeatable_and_moves_both_models(mnist_sample):
+    def run():
+        torch.manual_seed(0)
+        g, d = models(mnist_mlp_gan)
+        real = next(mnist_mlp_gan.batches(torch.from_numpy(mnist_sample[0]), 32, "cpu"))
+        g0, d0 = snapshot(g), snapshot(d)
+        g_opt, d_opt = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+        losses = mnist_mlp_gan.train_step(g, d, g_opt, d_opt, real, amp_dtype=torch.bfloat16)
+        assert moved(g0, g) == len(g0) and moved(d0, d) == len(d0)
+        assert all(loss.dtype == torch.float32 for loss in losses)  # the losses stay in fp32
+        return [loss.item() for loss in losses]
+    first = run()
+    assert all(map(math.isfinite, first)) and first == run()
+
+
+@pytest.mark.parametrize("script, default, tutorial", [
+    (mnist_mlp_gan, "training 240 epochs, 9,360 batches of 128", "training 120 epochs, 4,680 batches of 128"),
+    (mnist_conv_gan, "training 60 epochs of 64-image batches", "training 300 epochs of 512-image batches"),
+])
+def test_defaults_are_the_measured_recipe_and_tutorial_recipe_is_the_tutorials(script, default, tutorial,
+                                                                                tmp_path, monkeypatch):
+    lrs = []
+    monkeypatch.setattr(script, "train", lambda args, *rest: lrs.append(args.lr) or (None, [], [], False))
+    for flags, said, lr in (([], default, 8e-4 if script is mnist_mlp_gan else 4e-4),
+                            (["--tutorial-recipe"], tutorial, 2e-4)):
+        result = run_main(script, *flags, "--data-root", tmp_path / "mnist", "--out", tmp_path,
+                          "--device", "cpu")
+        assert result.returncode == 0 and said in result.stdout, result.stdout + result.stderr
+        assert lrs[-1] == lr
+
+
 def test_conv_d_loss_on_real_digits_falls_in_first_steps(mnist_sample):
     torch.manual_seed(0)
     g, d = models(mnist_conv_gan)
@@ -218,7 +251,8 @@ def test_bad_paths_exit_2_before_training_and_name_what_the_path_is(script, tmp_
 
 
 def test_mlp_batch_larger_than_the_data_is_an_error_not_a_silent_no_op(tmp_path):
-    result = run_main(mnist_mlp_gan, "--batch-size", 6000, "--data-root", tmp_path / "mnist", "--out", tmp_path)
+    result = run_main(mnist_mlp_gan, "--batch-size", 6000, "--data-root", tmp_path / "mnist",
+                      "--out", tmp_path)
     assert_one_line_error(result, "--batch-size 6000 is more than the 5000 images")
 
 
