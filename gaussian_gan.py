@@ -1,10 +1,11 @@
-"""Learn N(4, 1.25) from uniform noise: "GANs in 50 lines of code" (shared/tutorials/gaussian_gan.md).
+"""Learn N(4, 1.25) from uniform noise, after Dev Nag's "GANs in 50 lines of code (PyTorch)" (Medium):
+https://medium.com/@devnag/generative-adversarial-networks-gans-in-50-lines-of-code-pytorch-e81b79659e3f
 
     python gaussian_gan.py                    # 30,000 steps, about a minute on 2 CPU cores
-    python gaussian_gan.py --tutorial-recipe  # the tutorial's exact recipe (unreliable, see README)
 """
 import argparse
 import os
+import sys
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 DATA_MEAN, DATA_STDDEV = 4.0, 1.25
 
@@ -25,8 +26,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="G's Adam learning rate (default 1e-3; tutorial 2e-4)")
     p.add_argument("--d-lr", type=float, help="D's Adam learning rate (default 1e-4; tutorial 2e-4)")
     p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
-                   help="cpu by default: these 50-unit layers gain nothing on a GPU")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help="tiny layers: cpu")
     p.add_argument("--out", default="runs/gaussian_gan", help="folder for stats.png and histogram.png")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--print-interval", type=int, default=200, help="steps between printed lines")
@@ -43,7 +43,6 @@ def parse_args(argv=None):
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if args.device == "auto":
         args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
-        print(f"device: {args.device}")
     if not available[args.device]:
         p.error(f"--device {args.device}: {args.device.upper()} is not available; use --device cpu or auto")
     try:  # now, not after 30,000 steps
@@ -101,7 +100,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
     sets = real.shape[0]
     ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)  # tutorial: shape (1,), crashes
     fake = generator(noise).view(sets, -1)
-
     # (1) Update D: maximize log D(x) + log(1 - D(G(z))); real and fake go through D in one pass
     d_optimizer.zero_grad()
     decisions = discriminator(decorate_with_diffs(torch.cat([real, fake.detach()])))
@@ -109,7 +107,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
     d_real_error, d_fake_error = errors[:sets].mean(), errors[sets:].mean()
     (d_real_error + d_fake_error).backward()
     d_optimizer.step()
-
     # (2) Update G: maximize log D(G(z)); D's gradients are computed but D is not stepped
     g_optimizer.zero_grad()
     if g_noise is not None:
@@ -121,37 +118,39 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
 
 
 def train(args, device):
-    tutorial = args.tutorial_recipe
-    betas = (0.9, 0.999) if tutorial else (0.5, 0.999)  # tutorial: 0.9, with which G overshoots
-    num_sets = 1 if tutorial else 4  # tutorial: 1 minibatch per D step, whose gradient is too noisy
+    betas = (0.9, 0.999) if args.tutorial_recipe else (0.5, 0.999)  # tutorial: 0.9, with which G overshoots
+    num_sets = 1 if args.tutorial_recipe else 4  # tutorial: 1 minibatch per D step; its gradient is too noisy
     generator = Generator().to(device)
     discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
     # tutorial: 2e-4 for both, and G can sit collapsed near 0 for 15,000 steps; 10x faster, it escapes
-    g_lr = args.lr or (2e-4 if tutorial else 1e-3)
-    d_lr = args.d_lr or (2e-4 if tutorial else 1e-4)
+    g_lr = args.lr or (2e-4 if args.tutorial_recipe else 1e-3)
+    d_lr = args.d_lr or (2e-4 if args.tutorial_recipe else 1e-4)
     # fused=True: one kernel per step for all parameters; at this size Python overhead is the cost
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas, fused=True)
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=d_lr, betas=betas, fused=True)
     # tutorial: reports the last G; an exponential moving average of G's weights damps its late swings
     averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999))
     steps = min(args.steps, args.max_steps or args.steps)
-    history = []  # (step, fake mean, fake std)
+    history, interrupted = [], False  # history: (step, fake mean, fake std)
     bar = tqdm(range(steps), disable=args.quiet, mininterval=1.0)
-    for step in bar:
-        real = real_batch(num_sets, args.batch_size, device)
-        noise = noise_batch(num_sets, args.batch_size, device)
-        g_noise = noise_batch(num_sets, args.batch_size, device) if tutorial else None
-        d_real, d_fake, g_err, fake = train_step(generator, discriminator, g_optimizer, d_optimizer,
-                                                 real, noise, g_noise)
-        averaged.update_parameters(generator)
-        if step % args.print_interval == 0 or step == steps - 1:
-            r, f = real[0].cpu().numpy(), fake[0].cpu().numpy()
-            history.append((step, float(f.mean()), float(f.std())))
-            if not args.quiet:
-                bar.set_postfix(D=f"{(d_real + d_fake).item():.3f}", G=f"{g_err.item():.3f}")
-                tqdm.write(f"{step}: D: {d_real.item():.4f}/{d_fake.item():.4f} G: {g_err.item():.4f} "
-                           f"(Real: [{r.mean():.3f}, {r.std():.3f}], Fake: [{f.mean():.3f}, {f.std():.3f}])")
-    return (generator if tutorial else averaged.module), history
+    try:
+        for step in bar:
+            real = real_batch(num_sets, args.batch_size, device)
+            noise = noise_batch(num_sets, args.batch_size, device)
+            g_noise = noise_batch(num_sets, args.batch_size, device) if args.tutorial_recipe else None
+            d_real, d_fake, g_err, fake = train_step(generator, discriminator, g_optimizer, d_optimizer,
+                                                     real, noise, g_noise)
+            averaged.update_parameters(generator)
+            if step % args.print_interval == 0 or step == steps - 1:
+                r, f = real[0].cpu().numpy(), fake[0].cpu().numpy()
+                history.append((step, float(f.mean()), float(f.std())))
+                if not args.quiet:  # the tutorial's line
+                    tqdm.write(f"{step}: D: {d_real.item():.4f}/{d_fake.item():.4f} G: {g_err.item():.4f} "
+                               f"(Real: [{r.mean():.3f}, {r.std():.3f}], "
+                               f"Fake: [{f.mean():.3f}, {f.std():.3f}])")
+    except KeyboardInterrupt:  # Ctrl-C, or a notebook's interrupt: the plots show what was learned so far
+        interrupted = True
+    return (generator if args.tutorial_recipe else averaged.module), history, interrupted
 
 
 def ks_distance(samples):  # Kolmogorov-Smirnov: the largest gap between the samples' CDF and N(4, 1.25)
@@ -161,7 +160,7 @@ def ks_distance(samples):  # Kolmogorov-Smirnov: the largest gap between the sam
 
 
 def save_plots(history, samples, out, show=False):
-    steps, means, stds = zip(*history)
+    steps, means, stds = zip(*history) if history else ((), (), ())  # none if stopped at once
     fig, (ax_mean, ax_std) = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, values, target, name in ((ax_mean, means, DATA_MEAN, "mean"), (ax_std, stds, DATA_STDDEV, "std")):
         ax.plot(steps, values, label=f"generated {name}")
@@ -183,17 +182,27 @@ def save_plots(history, samples, out, show=False):
     plt.close("all")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if not args.show:
-        plt.switch_backend("Agg")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)  # 50-unit layers: extra threads only add synchronisation overhead
-    generator, history = train(args, torch.device(args.device))
-    samples = generator(noise_batch(1, 10000, args.device)).detach().flatten().cpu().numpy()
-    save_plots(history, samples, args.out, args.show)
-    print(f"final: generated mean {samples.mean():.3f}, std {samples.std():.3f}, "
-          f"KS distance {ks_distance(samples):.4f} to N(4, 1.25) over 10000 samples; plots in {args.out}")
+def main(argv=None):  # the command line's entry, and a notebook's: main(["--steps", "5000"]) returns G
+    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
+        args = parse_args(argv if argv is not None or "__file__" in globals() else [])
+        args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the figures show inline
+        if not args.show:
+            plt.switch_backend("Agg")
+        torch.manual_seed(args.seed)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # 50-unit layers: extra threads only add synchronisation overhead
+        generator, history, interrupted = train(args, torch.device(args.device))
+        torch.set_num_threads(threads)  # as it was, for a notebook's next cell
+        samples = generator(noise_batch(1, 10000, args.device)).detach().flatten().cpu().numpy()
+        save_plots(history, samples, args.out, args.show)
+        print(f"final: generated mean {samples.mean():.3f}, std {samples.std():.3f}, KS distance "
+              f"{ks_distance(samples):.4f} to N(4, 1.25) over 10000 samples; plots in {args.out}")
+        if interrupted:
+            sys.exit(130)
+        return generator
+    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
+        if "ipykernel" not in sys.modules:
+            raise
 
 
 if __name__ == "__main__":

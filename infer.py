@@ -4,8 +4,10 @@
     python infer.py --walk --z-index 7 --steps 8 --span 3        # walk.png: only z[7] changes
     python infer.py --interpolate --steps 10                     # interpolation.png
 
-Mirrors the inference script of shared/tutorials/infer_and_dcgan.md, importing its Generator from
-dcgan_celeba.py as the tutorial imports from its dcgan module.
+Mirrors gan_inference.py of zhangxiann's PyTorch_Practice, lesson 8 ("8.3 GAN（生成对抗网络）简介"):
+https://github.com/zhangxiann/PyTorch_Practice/blob/master/lesson8/gan_inference.py
+It imports its Generator from dcgan_celeba.py, as the tutorial imports from its dcgan module, so a notebook
+runs it from a clone of this repository: main(["--walk", "--z-index", "7"]) returns the images.
 """
 import argparse
 import os
@@ -104,8 +106,8 @@ def slerp(a, b, steps):
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the picture shows inline
     if not args.show:
         plt.switch_backend("Agg")
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
@@ -140,6 +142,15 @@ def main(argv=None):
         plt.imshow(plt.imread(out))
         plt.axis("off")
         plt.show()
+    return images
+
+
+def main(argv=None):  # the command line's entry, and a notebook's: main(["--walk"]) returns the images
+    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
+        return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
+    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
+        if "ipykernel" not in sys.modules:
+            raise
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def seeded_losses(steps=5, seed=0):
     g_opt, d_opt = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
     losses = []
     for _ in range(steps):
-        d_real, d_fake, g_err, _ = gg.train_step(g, d, g_opt, d_opt, gg.real_batch(4, 100), gg.noise_batch(4, 100))
+        real, noise = gg.real_batch(4, 100), gg.noise_batch(4, 100)
+        d_real, d_fake, g_err, _ = gg.train_step(g, d, g_opt, d_opt, real, noise)
         losses.append((d_real.item(), d_fake.item(), g_err.item()))
     return losses
 
@@ -50,7 +51,8 @@ def test_d_step_changes_only_d_and_g_step_only_g():
     g_before = [p.clone() for p in g.parameters()]
     d_before = [p.clone() for p in d.parameters()]
     frozen = torch.optim.SGD(g.parameters(), lr=0.0)  # G's optimizer does nothing: only D may move
-    gg.train_step(g, d, frozen, torch.optim.Adam(d.parameters(), 1e-3), gg.real_batch(1, 100), gg.noise_batch(1, 100))
+    d_opt = torch.optim.Adam(d.parameters(), 1e-3)
+    gg.train_step(g, d, frozen, d_opt, gg.real_batch(1, 100), gg.noise_batch(1, 100))
     assert all(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))
     assert not any(torch.equal(a, b) for a, b in zip(d_before, d.parameters()))
     d_now = [p.clone() for p in d.parameters()]
@@ -61,7 +63,8 @@ def test_d_step_changes_only_d_and_g_step_only_g():
 
 
 def test_short_seeded_run_gets_the_generated_mean_within_0_3_of_4(tmp_path):
-    result = run_script("gaussian_gan.py", "--steps", 4000, "--seed", 0, "--quiet", "--out", tmp_path, timeout=120)
+    result = run_script("gaussian_gan.py", "--steps", 4000, "--seed", 0, "--quiet", "--out", tmp_path,
+                        timeout=120)
     assert result.returncode == 0, result.stderr
     final = result.stdout.strip().splitlines()[-1]
     mean = float(final.split("generated mean ")[1].split(",")[0])
@@ -69,7 +72,8 @@ def test_short_seeded_run_gets_the_generated_mean_within_0_3_of_4(tmp_path):
 
 
 def test_cli_writes_both_plots(tmp_path):
-    result = run_script("gaussian_gan.py", "--max-steps", 50, "--print-interval", 10, "--out", tmp_path / "new")
+    result = run_script("gaussian_gan.py", "--max-steps", 50, "--print-interval", 10,
+                        "--out", tmp_path / "new")
     assert result.returncode == 0, result.stderr
     assert "final: generated mean" in result.stdout
     assert_image(tmp_path / "new" / "stats.png")
@@ -98,3 +102,19 @@ def test_unwritable_out_exits_2_before_training(tmp_path):
     assert_one_line_error(run_main(gg, "--out", a_file / "run"), "--out", "cannot be written")
     assert_one_line_error(run_main(gg, "--out", "/proc/no_such_run"), "--out", "cannot be written")
     assert a_file.read_text() == "keep me"
+
+
+def test_ctrl_c_keeps_the_plots_so_far_and_exits_130(tmp_path, monkeypatch):
+    real_step, calls = gg.train_step, []
+
+    def interrupted_step(*args):
+        calls.append(1)
+        if len(calls) == 300:
+            raise KeyboardInterrupt
+        return real_step(*args)
+    monkeypatch.setattr(gg, "train_step", interrupted_step)
+    result = run_main(gg, "--quiet", "--print-interval", 100, "--out", tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert "final: generated mean" in result.stdout
+    assert_image(tmp_path / "stats.png")
+    assert_image(tmp_path / "histogram.png")

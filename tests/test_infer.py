@@ -63,7 +63,8 @@ def test_an_image_does_not_depend_on_its_batch_mates(checkpoint):
 
 def test_walk_and_interpolate_write_one_row(checkpoint, tmp_path):
     for mode, steps in (("--walk", 5), ("--interpolate", 6)):
-        result = run_main(infer, "--checkpoint", checkpoint, mode, "--steps", steps, "--out", tmp_path / "row.png")
+        result = run_main(infer, "--checkpoint", checkpoint, mode, "--steps", steps,
+                          "--out", tmp_path / "row.png")
         assert result.returncode == 0, result.stderr
         assert assert_image(tmp_path / "row.png") == (steps * 66 + 2, 68)
 
@@ -84,9 +85,11 @@ def test_bad_numbers_and_output_paths_exit_2_before_any_work(checkpoint, tmp_pat
     for flag, value in (("--num-images", 0), ("--num-images", 5000), ("--steps", 0), ("--span", "inf"),
                         ("--span", "nan"), ("--seed", -1)):
         assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, flag, value), flag)
-    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "grid"), "image extension")
+    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "grid"),
+                          "image extension")
     (tmp_path / "folder.png").mkdir()
-    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "folder.png"), "is a folder")
+    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "folder.png"),
+                          "is a folder")
     assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "no" / "grid.png"),
                           "cannot be written")
     assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]  # nothing written
