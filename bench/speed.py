@@ -1,16 +1,20 @@
 """Speed of our training iterations against the tutorials' loops as printed, side by side.
 
-    python bench/speed.py            # full: tutorial batch sizes, 5 timed repeats each
-    python bench/speed.py --quick    # small batches, 2 repeats: a smoke run
+    python bench/speed.py                 # CPU: tutorial batch sizes, 5 timed repeats each
+    python bench/speed.py --quick         # small batches, 2 repeats: a smoke run
+    python bench/speed.py --device cuda   # GPU: the train steps in fp32, bf16 autocast and compiled
 
 For each image script it builds the same models and the same real batch, then alternates
 (tutorial, ours, tutorial, ours, ...) after a warm-up, so machine noise hits both alike, and
-reports the median images/s of each and their ratio. It also times one pass over the bundled MNIST
-sample through our in-memory data path against torchvision's per-image ToTensor DataLoader, a whole
-MNIST epoch over the sample (data loading and training, as the tutorials run it, against ours), and the
-DCGAN step's achieved GFLOP/s (FlopCounterMode) against a large fp32 matmul in the same process.
+reports the median images/s of each and their ratio, for our step in fp32 and under bf16 autocast
+(and, on CUDA, the DCGAN's step compiled). Each of our steps' achieved GFLOP/s (FlopCounterMode) is
+set against a large matmul of the same precision on the same device: the most that precision gives.
+On the CPU it also times one pass over the bundled MNIST sample through our in-memory data path
+against torchvision's per-image ToTensor DataLoader, and a whole MNIST epoch over the sample (data
+loading and training, as the tutorials run it, against ours).
 """
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -29,73 +33,83 @@ import mnist_mlp_gan  # noqa: E402
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist_sample.npz")
 
 
-# ---- the tutorials' iterations, as printed (undefined names filled in, nothing else changed)
+# ---- the tutorials' iterations, as printed (undefined names filled in, tensors made on the batch's device)
 def tutorial_mlp_step(G, D, G_optimizer, D_optimizer, x, criterion=nn.BCELoss(), z_dim=100):
     bs = len(x)
     D.zero_grad()  # D_train
-    x_real, y_real = x.view(-1, 784), torch.ones(bs, 1)
+    x_real, y_real = x.view(-1, 784), torch.ones(bs, 1, device=x.device)
     D_real_loss = criterion(D(x_real), y_real)
-    z = torch.randn(bs, z_dim)
-    x_fake, y_fake = G(z), torch.zeros(bs, 1)  # not detached: D's backward also runs through G
+    z = torch.randn(bs, z_dim, device=x.device)
+    # not detached: D's backward also runs through G
+    x_fake, y_fake = G(z), torch.zeros(bs, 1, device=x.device)
     D_fake_loss = criterion(D(x_fake), y_fake)
     (D_real_loss + D_fake_loss).backward()
     D_optimizer.step()
     G.zero_grad()  # G_train: a second noise batch and generator pass
-    z, y = torch.randn(bs, z_dim), torch.ones(bs, 1)
+    z, y = torch.randn(bs, z_dim, device=x.device), torch.ones(bs, 1, device=x.device)
     G_loss = criterion(D(G(z)), y)
     G_loss.backward()
     G_optimizer.step()
 
 
-def tutorial_conv_step(gen, disc, gen_opt, disc_opt, real_images, Loss=nn.BCEWithLogitsLoss(), latent_dim=100):
+def tutorial_conv_step(gen, disc, gen_opt, disc_opt, real_images, Loss=nn.BCEWithLogitsLoss(),
+                       latent_dim=100):
     num_images = len(real_images)
     disc_opt.zero_grad()
-    img_gen = gen(torch.randn(num_images, latent_dim)).detach()
+    img_gen = gen(torch.randn(num_images, latent_dim, device=real_images.device)).detach()
     disc_gen, disc_real = disc(img_gen), disc(real_images)
-    D_loss = ((Loss(disc_gen, torch.zeros_like(disc_gen)) + Loss(disc_real, torch.ones_like(disc_real))) / 2).mean()
+    D_loss = ((Loss(disc_gen, torch.zeros_like(disc_gen)) +
+               Loss(disc_real, torch.ones_like(disc_real))) / 2).mean()
     D_loss.backward(retain_graph=True)
     disc_opt.step()
     gen_opt.zero_grad()
-    disc_gen = disc(gen(torch.randn(num_images, latent_dim)))
+    disc_gen = disc(gen(torch.randn(num_images, latent_dim, device=real_images.device)))
     G_loss = Loss(disc_gen, torch.ones_like(disc_gen))
     G_loss.backward(retain_graph=True)
     gen_opt.step()
 
 
-def tutorial_dcgan_step(gen, disc, gen_optimizer, disc_optimizer, real, criterion=nn.BCEWithLogitsLoss(), z_dim=100):
+def tutorial_dcgan_step(gen, disc, gen_optimizer, disc_optimizer, real, criterion=nn.BCEWithLogitsLoss(),
+                        z_dim=100):
     cur_batch_size = len(real)
     disc_optimizer.zero_grad()
-    fake_images = gen(torch.randn(cur_batch_size, z_dim, 1, 1))
+    fake_images = gen(torch.randn(cur_batch_size, z_dim, 1, 1, device=real.device))
     logits_fake, logits_real = disc(fake_images.detach()), disc(real)
     disc_loss = (criterion(logits_fake, torch.zeros_like(logits_fake)) +
                  criterion(logits_real, torch.ones_like(logits_real))) / 2
     disc_loss.backward(retain_graph=True)
     disc_optimizer.step()
     gen_optimizer.zero_grad()
-    logits_fake = disc(gen(torch.randn(cur_batch_size, z_dim, 1, 1)))
+    logits_fake = disc(gen(torch.randn(cur_batch_size, z_dim, 1, 1, device=real.device)))
     gen_loss = criterion(logits_fake, torch.ones_like(logits_fake))
     gen_loss.backward()
     gen_optimizer.step()
 
 
-def setup(make_models, channels_last):
+def setup(make_models, channels_last, device="cpu"):
     g, d = make_models()
+    g, d = g.to(device), d.to(device)
     if channels_last:
         g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
     return g, d, torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999)), \
         torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
 
 
-def interleaved(fns, repeats):
-    """Median seconds of each callable, alternating them after one warm-up call each."""
+def interleaved(fns, repeats, calls=1):
+    """Median seconds of `calls` calls of each callable, alternating them after one warm-up call each."""
+    def timed(fn):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a GPU runs behind Python: wait for the work, not its launch
+        return (time.perf_counter() - start) / calls
     for fn in fns:
-        fn()
+        timed(fn)
     times = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
+            times[i].append(timed(fn))
     return [statistics.median(t) for t in times]
 
 
@@ -104,35 +118,70 @@ def row(name, n_images, seconds_tutorial, seconds_ours):
     print(f"{name:<34} {a:>12.1f} {b:>12.1f} {b / a:>7.2f}x")
 
 
-def bench_steps(quick, repeats):
+def matmul_rates(device, n, repeats):
+    """GFLOP/s of an n x n matmul in fp32 and in bf16 on `device`: the ceiling each precision can reach."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        (seconds,) = interleaved([lambda: a @ b], repeats, calls=10 if device != "cpu" else 1)
+        rates[dtype] = 2 * n ** 3 / seconds / 1e9
+    return rates
+
+
+def bench_steps(quick, repeats, device, only=None):
+    """Each image script's train_step: the tutorial's loop, then ours in fp32, bf16 autocast, compiled."""
     images = torch.from_numpy(np.load(SAMPLE)["images"])
     digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args([]), is_main=False)  # 64x64 RGB
     cases = [
-        ("mnist_mlp_gan step", mnist_mlp_gan, lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
+        ("mnist_mlp_gan", mnist_mlp_gan, lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
          tutorial_mlp_step, 128, False, lambda b: next(mnist_mlp_gan.batches(images, b, "cpu"))),
-        ("mnist_conv_gan step", mnist_conv_gan, lambda: (mnist_conv_gan.Generator(100, 1), mnist_conv_gan.Discriminator(1)),
-         tutorial_conv_step, 128 if quick else 512, True, lambda b: next(mnist_conv_gan.batches(images, b, "cpu"))),
-        ("dcgan_celeba step", dcgan_celeba, lambda: (dcgan_celeba.Generator(), dcgan_celeba.Discriminator()),
+        ("mnist_conv_gan", mnist_conv_gan,
+         lambda: (mnist_conv_gan.Generator(100, 1), mnist_conv_gan.Discriminator(1)),
+         tutorial_conv_step, 128 if quick else 512, True,
+         lambda b: next(mnist_conv_gan.batches(images, b, "cpu"))),
+        ("dcgan_celeba", dcgan_celeba, lambda: (dcgan_celeba.Generator(), dcgan_celeba.Discriminator()),
          tutorial_dcgan_step, 16 if quick else 128, True,
          lambda b: torch.stack([digits[i][0] for i in range(b)])),
     ]
+    matmul = matmul_rates(device, 1024 if quick else 4096 if device == "cpu" else 8192, repeats)
+    print(f"\nmatmul ceiling on {device}: fp32 {matmul[torch.float32]:.0f} GFLOP/s, "
+          f"bf16 {matmul[torch.bfloat16]:.0f} GFLOP/s")
+    print(f"{'train step (images per second)':<40} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}"
+          f" {'GFLOP/s':>9} {'of matmul':>10}")
+    calls = 1 if device == "cpu" else 20  # a GPU step takes milliseconds: time 20 in a row
     for name, script, make, tutorial_step, batch, channels_last, make_batch in cases:
-        real = make_batch(batch)
-        theirs = setup(make, False)  # the tutorials use the default memory layout
-        ours = setup(make, channels_last)
+        if only and name not in only:
+            continue
+        real = make_batch(batch).to(device)
         ours_real = real.contiguous(memory_format=torch.channels_last) if channels_last else real
-        t_tutorial, t_ours = interleaved([lambda: tutorial_step(*theirs, real),
-                                          lambda: script.train_step(*ours, ours_real)], repeats)
-        row(f"{name} (batch {batch})", batch, t_tutorial, t_ours)
-        if script is dcgan_celeba:
-            with FlopCounterMode(display=False) as counter:
-                script.train_step(*ours, ours_real)
-            n = 1024 if quick else 4096
-            a, b = torch.randn(n, n), torch.randn(n, n)
-            (t_matmul,) = interleaved([lambda: a @ b], repeats)
-            step_rate, matmul_rate = counter.get_total_flops() / t_ours / 1e9, 2 * n ** 3 / t_matmul / 1e9
-            print(f"dcgan step: {counter.get_total_flops() / 1e9:.1f} GFLOP per iteration, {step_rate:.1f} GFLOP/s; "
-                  f"fp32 matmul {n}x{n}: {matmul_rate:.1f} GFLOP/s; ratio {step_rate / matmul_rate:.2f}")
+        theirs = setup(make, False, device)  # the tutorials use the default memory layout
+        variants = [("fp32", setup(make, channels_last, device), None, ours_real),
+                    ("bf16 autocast", setup(make, channels_last, device), torch.bfloat16, ours_real)]
+        if device != "cpu" and script is dcgan_celeba:  # its --compile, which keeps the default layout
+            compiled = [setup(make, False, device) for _ in range(2)]
+            compiled = [(torch.compile(g), torch.compile(d), g_opt, d_opt) for g, d, g_opt, d_opt in compiled]
+            variants += [("compiled fp32", compiled[0], None, real),
+                         ("compiled bf16", compiled[1], torch.bfloat16, real)]
+        with FlopCounterMode(display=False) as counter:
+            script.train_step(*variants[0][1], ours_real)
+        flops = counter.get_total_flops()
+        for label, models, dtype, batch_in in variants:
+            def ours(models=models, dtype=dtype, batch_in=batch_in):
+                if "amp_dtype" in inspect.signature(script.train_step).parameters:  # the script's own --amp
+                    return script.train_step(*models, batch_in, amp_dtype=dtype)
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype is not None):
+                    return script.train_step(*models, batch_in)
+            try:
+                t_tutorial, t_ours = interleaved([lambda: tutorial_step(*theirs, real), ours], repeats, calls)
+            except RuntimeError as error:  # e.g. BCELoss after a sigmoid, which CUDA autocast refuses
+                print(f"{name} {label} (batch {batch}): not run ({str(error).splitlines()[0][:60]})")
+                continue
+            rate = flops / t_ours / 1e9
+            row = f"{name} {label} (batch {batch})"
+            share = rate / matmul[dtype or torch.float32]
+            print(f"{row:<40} {batch / t_tutorial:>12.1f} {batch / t_ours:>12.1f}"
+                  f" {t_tutorial / t_ours:>7.2f}x {rate:>9.1f} {share:>9.0%}")
+    print("GFLOP/s: our step's FLOPs (FlopCounterMode) per second; of matmul: against the ceiling above")
 
 
 class PerImage(torch.utils.data.Dataset):
@@ -160,19 +209,21 @@ def bench_data(repeats):
     images_np = np.load(SAMPLE)["images"]
     images = torch.from_numpy(images_np)
     loader = tutorial_loader(images_np, 128, normalize=True)
-    t_tutorial, t_ours = interleaved([lambda: sum(len(x) for x, _ in loader),
-                                      lambda: sum(len(x) for x in mnist_mlp_gan.batches(images, 128, "cpu"))], repeats)
+    ours = lambda: sum(len(x) for x in mnist_mlp_gan.batches(images, 128, "cpu"))  # noqa: E731
+    t_tutorial, t_ours = interleaved([lambda: sum(len(x) for x, _ in loader), ours], repeats)
     row("MNIST data pass (5,000 img)", len(images), t_tutorial, t_ours)
 
 
 def bench_epochs(quick, repeats):
-    """A whole epoch, as the issue's target counts it: the tutorial's per-image loader feeding its loop
+    """A whole epoch, as a learner waits for it: the tutorial's per-image loader feeding its loop
     as printed, against our in-memory batches feeding our train_step, over the same digits."""
     images_np = np.load(SAMPLE)["images"][:1024 if quick else None]
     images = torch.from_numpy(images_np)
-    cases = [("mnist_mlp_gan", mnist_mlp_gan, lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
+    cases = [("mnist_mlp_gan", mnist_mlp_gan,
+              lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
               tutorial_mlp_step, 128, True, False),
-             ("mnist_conv_gan", mnist_conv_gan, lambda: (mnist_conv_gan.Generator(100, 1), mnist_conv_gan.Discriminator(1)),
+             ("mnist_conv_gan", mnist_conv_gan,
+              lambda: (mnist_conv_gan.Generator(100, 1), mnist_conv_gan.Discriminator(1)),
               tutorial_conv_step, 128 if quick else 512, False, True)]
     for name, script, make, tutorial_step, batch, drop_short, channels_last in cases:
         loader = tutorial_loader(images_np, batch, normalize=script is mnist_mlp_gan)
@@ -195,15 +246,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small batches and 2 repeats")
     p.add_argument("--repeats", type=int, help="timed repeats of each side (default 5, or 2 with --quick)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the train steps only")
+    p.add_argument("--only", nargs="+", choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba"],
+                   help="the train steps of these scripts alone")
     args = p.parse_args()
     repeats = args.repeats or (2 if args.quick else 5)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, {os.cpu_count()} CPUs; "
           f"median of {repeats} interleaved repeats after a warm-up")
-    print(f"{'':<34} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}")
-    bench_data(repeats)
-    bench_epochs(args.quick, repeats)
-    bench_steps(args.quick, repeats)
+    if args.device == "cpu" and not args.only:
+        print(f"{'':<34} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}")
+        bench_data(repeats)
+        bench_epochs(args.quick, repeats)
+    bench_steps(args.quick, repeats, args.device, args.only)
 
 
 if __name__ == "__main__":

