@@ -26,7 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="G's Adam learning rate (default 1e-3; tutorial 2e-4)")
     p.add_argument("--d-lr", type=float, help="D's Adam learning rate (default 1e-4; tutorial 2e-4)")
     p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help="tiny layers: cpu")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
+                   help="cpu by default: these 50-unit layers gain nothing on a GPU")
     p.add_argument("--out", default="runs/gaussian_gan", help="folder for stats.png and histogram.png")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--print-interval", type=int, default=200, help="steps between printed lines")
