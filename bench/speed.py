@@ -165,9 +165,10 @@ def bench_steps(quick, repeats, device, only=None):
         with FlopCounterMode(display=False) as counter:
             script.train_step(*variants[0][1], ours_real)
         flops = counter.get_total_flops()
+        own_amp = "amp_dtype" in inspect.signature(script.train_step).parameters  # the script's own --amp
         for label, models, dtype, batch_in in variants:
             def ours(models=models, dtype=dtype, batch_in=batch_in):
-                if "amp_dtype" in inspect.signature(script.train_step).parameters:  # the script's own --amp
+                if own_amp:
                     return script.train_step(*models, batch_in, amp_dtype=dtype)
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype is not None):
                     return script.train_step(*models, batch_in)
