@@ -1,14 +1,18 @@
 """DCGAN on 64x64 images, after Aniket Maurya's "DCGAN Tutorial" (Analytics Vidhya, with a Colab notebook):
 https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
 
-    python dcgan_celeba.py --epochs 20                       # CelebA in data/celeba, else bundled digits
+    python dcgan_celeba.py --epochs 20                       # CelebA under data/celeba, else bundled digits
+    python dcgan_celeba.py --tutorial-recipe                 # the tutorial's models as printed: no learning
     torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)
 """
 import argparse
+import copy
 import os
 import platform
+import signal
 import sys
 import tempfile
+import time
 import warnings
 
 import matplotlib.pyplot as plt
@@ -24,28 +28,37 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 Z_DIM = 100
+EMA_DECAY = 0.995  # the average of G that we draw from follows about its last 1 / (1 - 0.995) = 200 steps
 HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."  # "." for a pasted cell
+IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+RUN_FLAGS = ("epochs", "batch_size", "lr", "seed", "label_smoothing", "amp", "tutorial_recipe", "data_root",
+             "out", "save_every")  # what --resume takes from the checkpoint unless given again
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, defaults=None):  # defaults: a resumed run's own flags
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=20, help="train until this epoch (tutorial: 50)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch, per process")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate for G and D")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
+    p.add_argument("--lr", type=float, help="G's Adam learning rate (default 2e-4); D's stays 2e-4")
+    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models as printed, last G")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order (0 to 2**32 - 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
     p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file written")
-    p.add_argument("--max-steps", type=int, help="stop after this many iterations in total (smoke runs)")
-    p.add_argument("--data-root", help="images in sub-folders (default data/celeba, else bundled digits)")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (0: the main one)")
-    p.add_argument("--label-smoothing", action="store_true", help="D's targets 0.9 for real, 0.1 for fake")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision (bf16 CPU: default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile both models")
-    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint_*.pt at its next epoch")
-    p.add_argument("--save-every", type=int, default=5, help="also keep checkpoint_epoch_NNN.pt this often")
+    p.add_argument("--max-steps", type=int, help="stop after this many iterations of this call (smoke runs)")
+    p.add_argument("--data-root", help="all images under it, at any depth (default data/celeba, else digits)")
+    p.add_argument("--num-workers", type=int, default=min(os.cpu_count() or 1, 16),
+                   help="processes decoding images (default: one a CPU core; 0: this one)")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, help="decode once (default: if it fits)")
+    p.add_argument("--label-smoothing", action=argparse.BooleanOptionalAction, default=False,
+                   help="D's targets 0.9 for real, 0.1 for fake")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (bf16 CPU: default)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (it measured no faster)")
+    p.add_argument("--resume", metavar="CKPT", help="go on where checkpoint_last.pt stopped, with its flags")
+    p.add_argument("--save-every", type=int, default=10, help="keep checkpoint_epoch_NNN.pt (G, D) this often")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--show", action="store_true", help="also open the figures in a window")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    p.set_defaults(**(defaults or {}))
     args = p.parse_args(argv)
     for flag in ("epochs", "batch_size", "lr", "max_steps", "save_every"):
         if getattr(args, flag) is not None and not 0 < getattr(args, flag) < float("inf"):
@@ -60,43 +73,73 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def load_image(path):  # torchvision's own loader does not name the file when a truncated image fails
-    try:
-        return Image.open(path).convert("RGB")  # convert() reads the pixels and closes the file
-    except OSError as error:
-        raise OSError(f"{path}: {error}") from None
+def load_images(paths):  # -> uint8 (len(paths), 3, 64, 64); runs in the DataLoader's worker processes
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 or 1/4 size where that still covers 64x64
+                images.append(T.functional.pil_to_tensor(T.CenterCrop(64)(T.Resize(64)(image.convert("RGB")))))
+        except OSError as error:  # torchvision's loader does not name the file when a truncated image fails
+            raise OSError(f"{path}: {error}") from None
+    return torch.stack(images)
 
 
-def make_dataset(args, is_main):
-    root = args.data_root or os.path.join(HERE, "data", "celeba")
-    transform = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+def decode(paths, batches, num_workers):
+    """uint8 batches of the images at `paths`, decoded in worker processes; an unreadable file ends the run."""
     try:
-        return torchvision.datasets.ImageFolder(root, transform, loader=load_image)
-    except OSError:  # missing, a file, or no image in a sub-folder
-        if args.data_root:  # the user named a folder: never swap in other data
-            what = "is a file, not a folder" if os.path.isfile(root) else "does not exist"
-            what = "holds no images in sub-folders" if os.path.isdir(root) else what
-            fail(f"--data-root {root} {what}", "give a folder of .jpg/.png files in sub-folders, as CelebA")
-    if is_main:
+        yield from torch.utils.data.DataLoader(paths, batch_sampler=batches, collate_fn=load_images,
+                                               num_workers=num_workers)
+    except OSError as error:  # from load_images; from a worker, its message's last line
+        fail(f"unreadable image: {str(error).strip().splitlines()[-1]}", "delete or replace the file")
+
+
+def make_dataset(args, rank=0, world=1):
+    """This process's share of the images: one uint8 tensor (N, C, 64, 64), or their files if not cached."""
+    root, paths = args.data_root or os.path.join(HERE, "data", "celeba"), []
+    for folder, subfolders, files in os.walk(root, followlinks=True):  # any depth; text files are skipped
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # .ipynb_checkpoints
+        paths += [os.path.join(folder, name) for name in sorted(files)
+                  if name.lower().endswith(IMAGE_TYPES) and not name.startswith(".")]
+    if paths:
+        if rank == 0:
+            print(f"{len(paths):,} images in {os.path.commonpath({os.path.dirname(p) for p in paths})}")
+        paths = paths[rank:len(paths) // world * world:world]  # each process decodes and caches its share
+        size = len(paths) * world * 3 * 64 * 64
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else size * 4
+        if args.cache is False or (args.cache is None and size > memory / 4):  # Windows: no sysconf, cache
+            if rank == 0 and args.cache is None:
+                print(f"not caching {size / 1e9:.1f} GB, over 1/4 of the memory: every epoch decodes the images")
+            return paths
+        if rank == 0:  # decoded once, as YOLOv5's --cache ram: later epochs index a uint8 tensor instead
+            print(f"caching {len(paths) * world:,} images as uint8: {size / 1e9:.2f} GB")
+        loaded = decode(paths, torch.arange(len(paths)).split(256), args.num_workers)
+        bar = tqdm(loaded, desc="decoding", total=-(-len(paths) // 256), leave=False, disable=args.quiet or rank > 0)
+        return torch.cat(list(bar))
+    if args.data_root:  # the user named a folder: never swap in other data
+        what = "holds no images" if os.path.isdir(root) else "does not exist"
+        what = "is a file, not a folder" if os.path.isfile(root) else what
+        fail(f"--data-root {root} {what}", "give a folder with .jpg or .png files at any depth, as CelebA's")
+    if rank == 0:
         print(f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, "
               "put CelebA's img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)")
     try:  # the bundled sample; this file alone (pasted into a notebook, say) takes MNIST's first 5,000
         with np.load(os.path.join(HERE, "data", "mnist_sample.npz")) as f:
-            digits, labels = torch.from_numpy(f["images"]), torch.from_numpy(f["labels"])
+            digits = torch.from_numpy(f["images"])
     except FileNotFoundError:
         try:
-            mnist = torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True)
+            digits = torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
         except (RuntimeError, OSError) as error:  # offline
             fail(f"no images in {root}, no bundled digits, no MNIST download ({type(error).__name__})",
                  "put CelebA's img_align_celeba/ in data/celeba or run this from a clone of the repository")
-        digits, labels = mnist.data[:5000], mnist.targets[:5000]
-    digits = F.interpolate(digits.unsqueeze(1) / 127.5 - 1.0, size=64, mode="bilinear").clamp(-1.0, 1.0)
-    return torch.utils.data.TensorDataset(digits.expand(-1, 3, -1, -1), labels)  # grey as RGB, no copy
+    digits = F.interpolate(digits.unsqueeze(1).float(), size=64, mode="bilinear").round().clamp(0, 255)
+    return digits.to(torch.uint8)[rank:len(digits) // world * world:world]  # grey: RGB a batch at a time
 
 
 class Generator(nn.Module):
-    def __init__(self, in_channels=3, z_dim=Z_DIM):
+    def __init__(self, in_channels=3, z_dim=Z_DIM, tutorial=False):
         super().__init__()
+        self.tutorial = tutorial
         self.gen = nn.Sequential(
             self.create_upblock(z_dim, 1024, kernel_size=4, stride=1, padding=0),  # 1024 x 4 x 4
             self.create_upblock(1024, 512, kernel_size=4, stride=2, padding=1),    # 512 x 8 x 8
@@ -109,9 +152,9 @@ class Generator(nn.Module):
     def create_upblock(self, in_channels, out_channels, kernel_size=5, stride=2, padding=1,
                        final_layer=False):
         conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
-        if final_layer:  # tutorial: BatchNorm before Tanh, which pins each batch's mean at grey
+        if final_layer and not self.tutorial:  # tutorial: BatchNorm before Tanh pins each batch's mean at grey
             return nn.Sequential(conv, nn.Tanh())
-        return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(True))
+        return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.Tanh() if final_layer else nn.ReLU(True))
 
     def forward(self, noise):
         assert len(noise.shape) == 4, "random vector of shape=(N, 100, 1, 1)"
@@ -119,20 +162,22 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, im_chan=3, hidden_dim=32):
+    def __init__(self, im_chan=3, hidden_dim=32, tutorial=False):
         super().__init__()
-        self.disc = nn.Sequential(
-            self.make_disc_block(im_chan, hidden_dim, batch_norm=False),       # 32 x 32 x 32
-            self.make_disc_block(hidden_dim, hidden_dim * 2),                  # 64 x 16 x 16
-            self.make_disc_block(hidden_dim * 2, hidden_dim * 4),              # 128 x 8 x 8
-            self.make_disc_block(hidden_dim * 4, hidden_dim * 4),              # 128 x 4 x 4
-            self.make_disc_block(hidden_dim * 4, 1, stride=1, final_layer=True),  # 1 x 1 x 1: a logit
+        self.tutorial = tutorial
+        self.disc = nn.Sequential(  # tutorial: 64 -> 31 -> 14 -> 11 -> 4 -> 1, its third block at stride 1
+            self.make_disc_block(im_chan, hidden_dim, batch_norm=tutorial),                   # 32 x 32 x 32
+            self.make_disc_block(hidden_dim, hidden_dim * 2),                                 # 64 x 16 x 16
+            self.make_disc_block(hidden_dim * 2, hidden_dim * 4, stride=1 if tutorial else 2),  # 128 x 8 x 8
+            self.make_disc_block(hidden_dim * 4, hidden_dim * 4, stride=2),                   # 128 x 4 x 4
+            self.make_disc_block(hidden_dim * 4, 1, final_layer=True),                        # 1 x 1 x 1: a logit
         )
 
     def make_disc_block(self, input_channels, output_channels, kernel_size=4, stride=2, final_layer=False,
                         batch_norm=True):
-        # tutorial: no padding, the third block at stride 1 and BatchNorm on the input block: D wins at once
-        conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, 0 if final_layer else 1)
+        # tutorial: no padding and BatchNorm on the input block (batch_norm=True): D wins at once
+        padding = 0 if final_layer or self.tutorial else 1
+        conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, padding)
         if final_layer:
             return nn.Sequential(conv)
         norm = [nn.BatchNorm2d(output_channels)] if batch_norm else []
@@ -151,11 +196,9 @@ def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02),
         nn.init.zeros_(m.bias)
 
 
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False,
-               scaler=None, amp_dtype=None):
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False, amp_dtype=None):
     """One D update on real and fake.detach(), then one G update on the same fake. Returns both losses."""
     real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)  # zhangxiann's lesson 8 trick
-    scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: scale() and step() pass through
     autocast = torch.autocast(real.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
     d_optimizer.zero_grad()
@@ -166,122 +209,147 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
         loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, fake_label))
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
         d_loss = (loss_fake + loss_real) / 2  # the tutorial averages the two halves
-    scaler.scale(d_loss).backward()
-    scaler.step(d_optimizer)
+    d_loss.backward()
+    d_optimizer.step()
     # (2) Update G: maximize log D(G(z))
     g_optimizer.zero_grad()
     with autocast:
         fake_logits = discriminator(fake)
         g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    scaler.scale(g_loss).backward()
-    scaler.step(g_optimizer)
-    scaler.update()
+    g_loss.backward()
+    g_optimizer.step()
     return d_loss.detach(), g_loss.detach()
 
 
-def save_atomically(obj, path):
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)  # an interrupted save never replaces the last good file
+def update_average(g_ema, g_model, decay=EMA_DECAY):
+    """Moves the average of G's weights and BatchNorm statistics towards G (AveragedModel, without its syncs)."""
+    with torch.no_grad():
+        for averaged, current in zip(g_ema.state_dict().values(), g_model.state_dict().values()):
+            if averaged.is_floating_point():  # not BatchNorm's count of batches
+                averaged.lerp_(current, 1 - decay)
 
 
-def load_checkpoint(path, state):  # -> (next epoch, losses, rng state)
-    if not os.path.isfile(path):
-        what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "does not exist"
-        fail(f"--resume {path} {what}", "give a checkpoint_*.pt written by dcgan_celeba.py")
+def read_checkpoint(args, argv, rank):  # -> (args, checkpoint)
+    if not os.path.isfile(args.resume):
+        what = "is a folder, not a checkpoint file" if os.path.isdir(args.resume) else "does not exist"
+        fail(f"--resume {args.resume} {what}", "give the checkpoint_last.pt of a dcgan_celeba.py run")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        for key, thing in state.items():
-            thing.load_state_dict(checkpoint[key])
-        return checkpoint["epoch"] + 1, checkpoint["losses"], checkpoint["rng_state"]
-    except Exception as error:  # a truncated file, pickle garbage, the weights of other models...
-        fail(f"--resume {path} cannot be read or does not fit these models ({type(error).__name__})",
-             "resume a checkpoint written by this dcgan_celeba.py")
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
+        saved = {flag: checkpoint["args"][flag] for flag in RUN_FLAGS}  # an epoch snapshot has no args
+    except Exception as error:  # a truncated file, pickle garbage, an epoch snapshot (no optimizers)...
+        fail(f"--resume {args.resume} cannot be read or holds no training state ({type(error).__name__})",
+             "resume the checkpoint_last.pt of a dcgan_celeba.py run")
+    args = parse_args(argv, defaults=saved)  # the run's own flags, except those given again
+    differing = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (the run's: {value})"
+                 for flag, value in saved.items() if getattr(args, flag) != value]
+    if differing and rank == 0:
+        print(f"resuming with {', '.join(differing)}")
+    return args, checkpoint
 
 
-def train(args, device, rank, distributed, amp_dtype):
-    dataset = make_dataset(args, rank == 0)
-    sampler = torch.utils.data.DistributedSampler(dataset, seed=args.seed) if distributed else None
-    loader = torch.utils.data.DataLoader(dataset, args.batch_size, shuffle=sampler is None, sampler=sampler,
-                                         num_workers=args.num_workers, pin_memory=device.type == "cuda")
+def train(args, device, rank, world, amp_dtype, checkpoint):
+    images = make_dataset(args, rank, world)
+    if torch.is_tensor(images) and device.type == "cuda" and images.nbytes < torch.cuda.mem_get_info()[0] / 4:
+        images = images.to(device)  # batches are then indexed on the GPU
     # channels_last: the layout oneDNN and cuDNN convolutions run fastest in; compiled, it fails on CUDA:
     layout = torch.contiguous_format if args.compile else torch.channels_last  # pytorch/pytorch#171622
-    g_model = Generator().to(device, memory_format=layout).apply(weights_init)
-    d_model = Discriminator().to(device, memory_format=layout).apply(weights_init)
+    g_model = Generator(tutorial=args.tutorial_recipe).to(device, memory_format=layout).apply(weights_init)
+    d_model = Discriminator(tutorial=args.tutorial_recipe).to(device, memory_format=layout).apply(weights_init)
     g_optimizer = torch.optim.Adam(g_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    d_optimizer = torch.optim.Adam(d_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    d_optimizer = torch.optim.Adam(d_model.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # tutorial: draws from the last G; an average of its recent weights draws steadier, cleaner images
+    g_ema = None if args.tutorial_recipe else copy.deepcopy(g_model)
+    shown = g_ema or g_model  # what the grids, the epoch snapshots and infer.py draw from
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
-    state = {"g_model_state_dict": g_model, "d_model_state_dict": d_model,
-             "g_optimizer_state_dict": g_optimizer, "d_optimizer_state_dict": d_optimizer}
-    start_epoch, losses = 1, {"d": [], "g": []}
-    if args.resume:
-        start_epoch, losses, rng_state = load_checkpoint(args.resume, state)
-        if not distributed:  # the next epoch shuffles and draws noise as if never stopped (one process only)
-            torch.set_rng_state(rng_state)
-        if start_epoch > args.epochs and rank == 0:
-            print(f"{args.resume} already has {start_epoch - 1} epochs: raise --epochs to train more")
+    state = {"g_model_state_dict": g_model, "d_model_state_dict": d_model, "g_optimizer_state_dict": g_optimizer,
+             "d_optimizer_state_dict": d_optimizer, **({"g_ema_state_dict": g_ema} if g_ema else {})}
+    epoch, done, losses = 1, 0, {"d": [], "g": []}
+    if checkpoint:
+        try:
+            for key, thing in state.items():
+                thing.load_state_dict(checkpoint[key])
+        except (KeyError, RuntimeError, ValueError) as error:
+            fail(f"--resume {args.resume} does not fit these models ({type(error).__name__})",
+                 "resume it with the flags it was made with, or start a new run")
+        epoch, done, losses = checkpoint["epoch"], checkpoint["batches_done"], checkpoint["losses"]
+        if world == 1:  # noise is drawn as if never stopped (one process only)
+            torch.set_rng_state(checkpoint["rng_state"])
+    per_epoch = -(-len(images) // args.batch_size)
+    epoch, done = (epoch + 1, 0) if done >= per_epoch else (epoch, done)
+    if epoch > args.epochs and rank == 0:
+        print(f"{args.resume} already has {epoch - 1} epochs: raise --epochs to train more")
     generator, discriminator = g_model, d_model  # the bare modules are what gets saved: no prefixes
-    if distributed:  # each process computes gradients on its share of the batch; DDP averages them
+    if "RANK" in os.environ:  # each process computes gradients on its share of the batch; DDP averages them
         # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN's backward
         warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")  # its successor: torch 2.14+
         generator, discriminator = DDP(g_model), DDP(d_model, broadcast_buffers=False)
     if args.compile:
         generator, discriminator = torch.compile(generator), torch.compile(discriminator)
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 only: bf16 needs no scaling
-    step, interrupted, shown_real = 0, False, None
-    for epoch in range(start_epoch, args.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every process
-        epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
-        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch}/{args.epochs}", leave=False,
-                   disable=args.quiet or rank > 0)  # an iterator: tqdm.auto would start another (tqdm#1598)
-        try:
-            for real, _ in bar:
-                real = real.to(device, non_blocking=True).contiguous(memory_format=layout)
-                shown_real = real if shown_real is None else shown_real  # a full batch for real_vs_fake.png
+    stop, steps, first_real, fake = [], 0, None, None
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(1))  # Ctrl-C: end the step, save
+    try:
+        while epoch <= args.epochs and not stop and steps != args.max_steps:
+            # the epoch's order from (seed, epoch) alone: a resumed epoch goes on in the same order
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed + epoch))
+            order = order[done * args.batch_size:].split(args.batch_size)
+            if torch.is_tensor(images):  # cached: index the uint8 tensor, as the MNIST scripts do
+                loaded = (images[indices.to(images.device)] for indices in order)
+            else:  # not cached: worker processes decode this epoch's batches
+                loaded = decode(images, order, args.num_workers)
+            epoch_losses, started = [], time.perf_counter()
+            for batch in tqdm(loaded, total=per_epoch, initial=done, desc=f"epoch {epoch}/{args.epochs}",
+                              leave=False, disable=args.quiet or rank > 0):
+                # the same as ToTensor and Normalize(0.5, 0.5), for the whole batch at once; grey to RGB
+                real = batch.to(device).float().div_(127.5).sub_(1.0).expand(-1, 3, -1, -1)
+                real = real.contiguous(memory_format=layout)
+                first_real = real if first_real is None else first_real  # a full batch for real_vs_fake
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
-                                            args.label_smoothing, scaler, amp_dtype)
+                                            args.label_smoothing, amp_dtype)
+                if g_ema is not None:
+                    update_average(g_ema, g_model)
                 epoch_losses.append(torch.stack([d_loss, g_loss]).float())
-                step += 1
-                if step == args.max_steps:
+                steps += 1
+                if stop or steps == args.max_steps:
                     break
-        except KeyboardInterrupt:
-            interrupted = True
-        except OSError as error:  # from load_image; from a worker, its message's last line
-            fail(f"unreadable image: {str(error).strip().splitlines()[-1]}", "delete or replace the file")
-        if not epoch_losses:
-            break
-        d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
-        if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
-            fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints are kept")
-        losses["d"] += d_losses.tolist()
-        losses["g"] += g_losses.tolist()
-        if rank == 0:
-            g_model.eval()  # running statistics, as infer.py draws them
-            with torch.no_grad():
-                fake = g_model(fixed_noise).float()
-            g_model.train()
-            torchvision.utils.save_image(fake, os.path.join(args.out, f"fake_epoch_{epoch:03d}.png"),
-                                         normalize=True, value_range=(-1, 1))
-            checkpoint = {key: thing.state_dict() for key, thing in state.items()}
-            checkpoint.update(epoch=epoch, args=vars(args), rng_state=torch.get_rng_state(), losses=losses)
-            save_atomically(checkpoint, os.path.join(args.out, "checkpoint_last.pt"))
-            if epoch % args.save_every == 0:
-                save_atomically(checkpoint, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
-            last = interrupted or epoch == args.epochs or step == args.max_steps
-            save_plots(losses, args.out, shown_real, fake, epoch, show=args.show and last)
-            print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
-        if interrupted or step == args.max_steps:
-            break
-    return g_model, interrupted
+            d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
+            if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
+                fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints are kept")
+            losses["d"] += d_losses.tolist()
+            losses["g"] += g_losses.tolist()
+            done += len(epoch_losses)
+            if rank == 0:  # this epoch's grid (so far), the checkpoint to resume from, a snapshot
+                with torch.no_grad():
+                    fake = shown.eval()(fixed_noise).float()  # eval(): running statistics, as infer.py draws
+                g_model.train()
+                torchvision.utils.save_image(fake, os.path.join(args.out, f"fake_epoch_{epoch:03d}.png"),
+                                             normalize=True, value_range=(-1, 1))
+                files = {"checkpoint_last.pt": {key: thing.state_dict() for key, thing in state.items()}}
+                files["checkpoint_last.pt"].update(epoch=epoch, batches_done=done, args=vars(args), losses=losses,
+                                                   rng_state=torch.get_rng_state())
+                if done == per_epoch and epoch % args.save_every == 0:  # zhangxiann's lesson-8 form: G, D, epoch
+                    files[f"checkpoint_epoch_{epoch:03d}.pt"] = dict(g_model_state_dict=shown.state_dict(),
+                                                                     d_model_state_dict=d_model.state_dict(), epoch=epoch)
+                for name, content in files.items():  # an interrupted save never replaces the last good file
+                    torch.save(content, os.path.join(args.out, name + ".tmp"))
+                    os.replace(os.path.join(args.out, name + ".tmp"), os.path.join(args.out, name))
+                print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}, "
+                      f"{time.perf_counter() - started:.1f} s")
+            epoch, done = (epoch + 1, 0) if done == per_epoch else (epoch, done)
+    finally:  # also when a NaN loss or an unreadable image ends the run
+        signal.signal(signal.SIGINT, previous_handler)
+        if rank == 0 and fake is not None:
+            save_plots(losses, args.out, first_real, fake, epoch if done else epoch - 1, args.show)
+    return shown, bool(stop)
 
 
-def save_plots(losses, out, real, fake, epoch, show=False):
+def save_plots(losses, out, real, fake, last_epoch, show=False):
+    """losses.png, progress.gif and real_vs_fake.png: once, when the run ends, stops or fails."""
     plt.figure(figsize=(8, 4))
     plt.plot(np.column_stack([losses["d"], losses["g"]]), label=["D", "G"], alpha=0.8)
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    grids = [os.path.join(out, f"fake_epoch_{e:03d}.png") for e in range(1, epoch + 1)]
+    grids = [os.path.join(out, f"fake_epoch_{e:03d}.png") for e in range(1, last_epoch + 1)]
     frames = [Image.open(path) for path in grids if os.path.exists(path)]  # not an older run's later epochs
     frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:], duration=400,
                    loop=0)
@@ -296,14 +364,19 @@ def save_plots(losses, out, real, fake, epoch, show=False):
     plt.close("all")
 
 
-def run(args):
+def run(args, argv):
     args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
     if not args.show:
         plt.switch_backend("Agg")
-    rank, distributed = int(os.environ.get("RANK", "0")), "RANK" in os.environ  # torchrun sets RANK
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device == "auto":
-        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # from torchrun
+    args, checkpoint = read_checkpoint(args, argv, rank) if args.resume else (args, None)
+    args.lr = args.lr or 2e-4
+    if args.num_workers and __name__ == "__main__" and "ipykernel" in sys.modules \
+            and torch.multiprocessing.get_start_method() != "fork":  # as on macOS and Windows
+        print("decoding in this process: spawned workers cannot import code pasted into a notebook cell")
+        args.num_workers = 0
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    args.device = next(k for k in available if available[k]) if args.device == "auto" else args.device
     if not available[args.device]:
         fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     try:  # now, not after an epoch
@@ -316,20 +389,20 @@ def run(args):
     device = torch.device(args.device)
     arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
-    amp_dtype = torch.bfloat16 if device.type == "cpu" and args.amp is not False and fast_bf16 else None
-    if device.type == "cuda" and args.amp:  # not by default: bf16 was no faster than TF32 on an H200
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # on CUDA only when asked: bf16 was no faster than TF32 convolutions on an H200
+    bf16 = (device.type == "cpu" and args.amp is not False and fast_bf16) or (device.type == "cuda" and args.amp)
+    amp_dtype = torch.bfloat16 if bf16 else None
     if rank == 0:  # the device, and what --amp or its default on a bf16 CPU chose
         fp32 = "fp32 (--amp: no fast bf16 on this device)" if args.amp else "fp32"
-        print(f"device: {args.device}, {f'{amp_dtype} autocast' if amp_dtype else fp32}")
-    if distributed:  # started by torchrun: one process per GPU (or CPU worker)
+        print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else fp32}")
+    if "RANK" in os.environ:  # started by torchrun: one process per GPU (or CPU worker)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed((args.seed + rank) % 2**32)  # DDP copies rank 0's weights; ranks draw their own noise
-    generator, interrupted = train(args, device, rank, distributed, amp_dtype)
-    if distributed:
+    generator, interrupted = train(args, device, rank, world, amp_dtype, checkpoint)
+    if "RANK" in os.environ:
         dist.destroy_process_group()
     if rank == 0:
         print(f"{'interrupted: ' if interrupted else ''}checkpoints, plots and per-epoch grids in {args.out}")
@@ -339,11 +412,13 @@ def run(args):
 
 
 def main(argv=None):  # the command line's entry, and a notebook's: main(["--epochs", "5"]) returns G
-    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
-        return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
-    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
-        if "ipykernel" not in sys.modules:
-            raise
+    if argv is None:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not ours
+        argv = sys.argv[1:] if "__file__" in globals() else []
+    try:
+        return run(parse_args(argv), argv)
+    except (SystemExit, KeyboardInterrupt) as stop:  # Ctrl-C here: before training, nothing to save yet
+        if "ipykernel" not in sys.modules:  # in a notebook, the error's line is printed and the cell ends
+            sys.exit(stop.code if isinstance(stop, SystemExit) else 130)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ It imports its Generator from dcgan_celeba.py, as the tutorial imports from its 
 runs it from a clone of this repository: main(["--walk", "--z-index", "7"]) returns the images.
 """
 import argparse
+import io
 import os
 import sys
 import tempfile
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--interpolate", action="store_true", help="slerp between two noise vectors")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu")
-    p.add_argument("--out", help="PNG to write (default samples.png, walk.png or interpolation.png)")
+    p.add_argument("--out", help="picture file to write (default samples.png, walk.png or interpolation.png)")
     p.add_argument("--show", action="store_true", help="also open the picture in a window")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
     args = p.parse_args(argv)
@@ -48,8 +49,11 @@ def parse_args(argv=None):
             p.error(f"argument --{flag.replace('_', '-')}: must be {low} to {high}, got {value}")
     if args.walk and args.interpolate:
         p.error("choose one of --walk and --interpolate")
-    if args.out and os.path.splitext(args.out)[1].lower() not in Image.registered_extensions():
-        p.error(f"argument --out: {args.out} has no image extension such as .png")
+    try:  # a picture of the kind --out names: Pillow reads some kinds it cannot write (.psd, .xbm, .h5, ...)
+        extension = os.path.splitext(args.out or "samples.png")[1].lower()
+        Image.new("RGB", (8, 8)).save(io.BytesIO(), format=Image.registered_extensions().get(extension))
+    except (KeyError, OSError, ValueError):
+        p.error(f"argument --out: {args.out} is not a picture Pillow can write, such as .png or .jpg")
     return args
 
 
@@ -76,12 +80,15 @@ def load_generator(path, device="cpu"):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "it is corrupt; use another one")
-    state_dict = checkpoint.get("g_model_state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    state_dict = None
+    if isinstance(checkpoint, dict):  # the average of G that the grids draw, else the tutorial's key, else bare
+        state_dict = checkpoint.get("g_ema_state_dict", checkpoint.get("g_model_state_dict", checkpoint))
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint or a state_dict")
-    generator = Generator()
+    state_dict = strip_prefixes(state_dict)
+    generator = Generator(tutorial="gen.4.1.running_mean" in state_dict)  # --tutorial-recipe's G
     try:
-        generator.load_state_dict(strip_prefixes(state_dict))
+        generator.load_state_dict(state_dict)
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:160]
         fail(f"{path} does not fit the DCGAN generator: {detail}", "was it written by dcgan_celeba.py?")
@@ -138,8 +145,9 @@ def run(args):
         images = generator(noise.to(args.device)).cpu()
     vutils.save_image(images, out, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
     print(f"wrote {len(images)} images to {out}")
-    if args.show:
-        plt.imshow(plt.imread(out))
+    if args.show:  # the images themselves: matplotlib cannot read every format back (.pdf, .eps)
+        grid = vutils.make_grid(images, nrow, normalize=True, value_range=(-1, 1))
+        plt.imshow(grid.permute(1, 2, 0).numpy())
         plt.axis("off")
         plt.show()
     return images
@@ -148,9 +156,9 @@ def run(args):
 def main(argv=None):  # the command line's entry, and a notebook's: main(["--walk"]) returns the images
     try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
         return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
-    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
-        if "ipykernel" not in sys.modules:
-            raise
+    except (SystemExit, KeyboardInterrupt) as stop:  # Ctrl-C: nothing half-written to keep
+        if "ipykernel" not in sys.modules:  # in a notebook, the error's line is printed and the cell ends
+            sys.exit(stop.code if isinstance(stop, SystemExit) else 130)
 
 
 if __name__ == "__main__":

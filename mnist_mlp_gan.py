@@ -44,8 +44,8 @@ def parse_args(argv=None):
     for flag in ("epochs", "batch_size", "lr", "max_steps"):
         if getattr(args, flag) is not None and not 0 < getattr(args, flag) < float("inf"):
             p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
-    if not 0 <= args.seed < 2**32:
-        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    if not 0 <= args.seed < 2**32 or (args.lr or 0) > 1:  # an Adam step moves each weight by about lr
+        p.error(f"argument --seed must be 0 to 2**32 - 1 and --lr at most 1 (got {args.seed}, {args.lr})")
     return args
 
 
@@ -57,9 +57,13 @@ def fail(what, fix):
 def load_mnist(data_root):  # returns (images uint8 (N, 28, 28), is_full_mnist)
     if os.path.isfile(data_root):
         fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST is in or goes to")
+    for name, size in (("train-images-idx3-ubyte", 47_040_016), ("train-labels-idx1-ubyte", 60_008)):
+        path = os.path.join(data_root, "MNIST", "raw", name)  # downloaded before, and since damaged?
+        if os.path.exists(path) and os.path.getsize(path) != size:
+            fail(f"{path} is not MNIST's: {os.path.getsize(path):,} bytes", "delete it to download it again")
     try:
         return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError) as error:  # offline: a note, not an error
         reason = str(error).strip().splitlines()[-1].strip("<>")
         print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample {SAMPLE}")
         with np.load(SAMPLE) as sample:
@@ -71,8 +75,7 @@ def batches(images, batch_size, device):
     order = torch.randperm(len(images)).to(images.device)
     for start in range(0, len(images) - batch_size + 1, batch_size):
         batch = images[order[start:start + batch_size]].to(device, non_blocking=True)
-        # same as ToTensor + Normalize(0.5, 0.5), for the whole batch in one op
-        yield batch.view(len(batch), -1).float().div_(127.5).sub_(1.0)
+        yield batch.view(len(batch), -1).float().div_(127.5).sub_(1.0)  # = ToTensor + Normalize(0.5, 0.5)
 
 
 class Generator(nn.Module):
@@ -120,7 +123,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, amp_dty
     d_loss = F.binary_cross_entropy(scores, torch.cat([ones, zeros])) * 2  # the tutorial's sum of two means
     d_loss.backward()
     d_optimizer.step()
-
     # (2) Update G: maximize log D(G(z))
     # tutorial: G's backward also fills D's weight gradients, only to throw them away; freeze D for it
     g_optimizer.zero_grad()
@@ -145,40 +147,40 @@ def train(args, images, device, amp_dtype):
     shown = generator if args.tutorial_recipe else averaged.module
     fixed_noise = torch.randn(64, Z_DIM, device=device)
     history, grid_paths, step, interrupted = [], [], 0, False  # history: (D, G) loss per iteration
-    with open(os.path.join(args.out, "loss.txt"), "w") as loss_file:
-        for epoch in range(1, args.epochs + 1):
-            epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
-            bar = tqdm(batches(images, args.batch_size, device), total=len(images) // args.batch_size,
-                       desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
-            try:
-                for real in bar:
-                    d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
-                                                amp_dtype)
-                    averaged.update_parameters(generator)
-                    epoch_losses.append(torch.stack([d_loss, g_loss]))
-                    step += 1
-                    if step == args.max_steps:
-                        break
-            except KeyboardInterrupt:
-                interrupted = True
-            if not epoch_losses:
-                break
-            epoch_losses = torch.stack(epoch_losses).cpu()
-            if not epoch_losses.isfinite().all():
-                fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr; generator.pt is the last good one")
-            history += epoch_losses.tolist()
-            d_loss, g_loss = epoch_losses.mean(dim=0).tolist()
-            line = f"[{epoch}/{args.epochs}]: loss_d: {d_loss:.3f}, loss_g: {g_loss:.3f}"
-            print(line, file=loss_file, flush=True)
-            grid_paths.append(os.path.join(args.out, f"samples_epoch_{epoch:03d}.png"))
-            with torch.no_grad():  # G has no dropout or BatchNorm: no eval() needed
-                grid = shown(fixed_noise).view(-1, 1, 28, 28)
-            torchvision.utils.save_image(grid, grid_paths[-1], nrow=8, normalize=True, value_range=(-1, 1))
-            torch.save(shown.state_dict(), os.path.join(args.out, "generator.pt.tmp"))
-            os.replace(os.path.join(args.out, "generator.pt.tmp"), os.path.join(args.out, "generator.pt"))
-            print(line)
-            if interrupted or step == args.max_steps:
-                break
+    for epoch in range(1, args.epochs + 1):
+        epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
+        bar = tqdm(batches(images, args.batch_size, device), total=len(images) // args.batch_size,
+                   desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
+        try:
+            for real in bar:
+                d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
+                                            amp_dtype)
+                averaged.update_parameters(generator)
+                epoch_losses.append(torch.stack([d_loss, g_loss]))
+                step += 1
+                if step == args.max_steps:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        if not epoch_losses:
+            break
+        epoch_losses = torch.stack(epoch_losses).cpu()
+        if not epoch_losses.isfinite().all():
+            kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""  # else it is not this run's
+            fail(f"loss became NaN/inf in epoch {epoch}", f"lower --lr{kept}")
+        history += epoch_losses.tolist()
+        line = "[{}/{}]: loss_d: {:.3f}, loss_g: {:.3f}".format(epoch, args.epochs, *epoch_losses.mean(0))
+        with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
+            print(line, file=loss_file)
+        grid_paths.append(os.path.join(args.out, f"samples_epoch_{epoch:03d}.png"))
+        with torch.no_grad():  # G has no dropout or BatchNorm: no eval() needed
+            grid = shown(fixed_noise).view(-1, 1, 28, 28)
+        torchvision.utils.save_image(grid, grid_paths[-1], nrow=8, normalize=True, value_range=(-1, 1))
+        torch.save(shown.state_dict(), os.path.join(args.out, "generator.pt.tmp"))
+        os.replace(os.path.join(args.out, "generator.pt.tmp"), os.path.join(args.out, "generator.pt"))
+        print(line)
+        if interrupted or step == args.max_steps:
+            break
     return shown, history, grid_paths, interrupted
 
 
@@ -202,9 +204,8 @@ def run(args):
     args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
     if not args.show:
         plt.switch_backend("Agg")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device == "auto":
-        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    args.device = next(k for k in available if available[k]) if args.device == "auto" else args.device
     if not available[args.device]:
         fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
     try:  # now, not after an epoch
@@ -217,6 +218,7 @@ def run(args):
     arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
     amp_dtype = torch.bfloat16 if args.device == "cpu" and args.amp is not False and fast_bf16 else None
+    precision = "bfloat16 autocast" if amp_dtype else "fp32 (--amp: no fast bf16)" if args.amp else "fp32"
     torch.manual_seed(args.seed)
     images, full = load_mnist(args.data_root)
     if args.batch_size > len(images):
@@ -226,7 +228,7 @@ def run(args):
     args.epochs = args.epochs or (10 if args.tutorial_recipe else 20) * (1 if full else 12)
     recipe = "the tutorial's recipe" if args.tutorial_recipe else f"G's lr {args.lr:g}, D's 2e-4, an EMA of G"
     print(f"training {args.epochs} epochs, {len(images) // args.batch_size * args.epochs:,} batches of "
-          f"{args.batch_size} on {args.device} in {'bfloat16 autocast' if amp_dtype else 'fp32'}: {recipe}")
+          f"{args.batch_size} on {args.device} in {precision}: {recipe}")
     generator, history, grid_paths, interrupted = train(args, images.to(args.device), args.device, amp_dtype)
     if grid_paths:
         save_plots(history, grid_paths, args.out, args.show)

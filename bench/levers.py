@@ -17,6 +17,7 @@ instead of full MNIST (`_sample`). The table prints, per lever, the last score (
 digits, classes holding at least 4% of the labels, the rarest class's count) and the curve.
 """
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+import dcgan_celeba  # noqa: E402
 import mnist_conv_gan  # noqa: E402
 import mnist_mlp_gan  # noqa: E402
 import quality  # noqa: E402
@@ -60,6 +62,20 @@ LEVERS = {
     "conv_g8_sample": {**CONV, "g_lr": 8e-4, "sample": True},
     "conv_g8_e10_sample": {**CONV, "g_lr": 8e-4, "epochs": 10, "sample": True},
 }
+DCGAN = {"script": "dcgan"}  # the bundled digits at 64x64, batch 128 for 20 epochs (800 iterations)
+DCGAN_LEVERS = {"base": {}, "g4": {"g_lr": 4e-4}, "smooth": {"smooth": True},
+                "g4_smooth": {"g_lr": 4e-4, "smooth": True}, "b64": {"batch": 64},
+                "g4_b64": {"g_lr": 4e-4, "batch": 64}, "tutorial": {"tutorial": True, "iters": 300}}
+for lever, change in DCGAN_LEVERS.items():
+    LEVERS[f"dcgan_{lever}"] = {**DCGAN, **change}
+    LEVERS[f"dcgan_{lever}_bf16"] = {**DCGAN, **change, "bf16": True}
+    if lever in ("base", "g4", "smooth", "g4_smooth"):  # a second seed, in both precisions
+        LEVERS[f"dcgan_{lever}_s1"] = {**DCGAN, **change, "seed": 1}
+        LEVERS[f"dcgan_{lever}_s1_bf16"] = {**DCGAN, **change, "seed": 1, "bf16": True}
+LEVERS.update({"dcgan_g8": {**DCGAN, "g_lr": 8e-4}, "dcgan_d1": {**DCGAN, "d_lr": 1e-4},
+               "dcgan_d4": {**DCGAN, "d_lr": 4e-4}, "dcgan_g1": {**DCGAN, "g_lr": 1e-4},
+               "dcgan_smooth_b64": {**DCGAN, "smooth": True, "batch": 64}})
+EMA_DECAYS = (0.99, 0.995, 0.999)  # the DCGAN levers score the last G and an average at each of these
 
 
 class MinibatchStdMLPDiscriminator(mnist_mlp_gan.Discriminator):
@@ -90,10 +106,61 @@ class MinibatchStdConvDiscriminator(mnist_conv_gan.Discriminator):
         return self.disc[-1](torch.cat([x, spread], dim=1)).view(len(x), -1)
 
 
-def run_lever(name, lever, device, full_mnist, classifier_path, quick):
+def score(name, variant, step, start, generator, fixed_noise, classifier):
+    """Prints one JSON line: the confident share and the class counts of `generator` on the fixed noise."""
+    generator.eval()
+    with torch.no_grad():
+        probabilities = F.softmax(classifier(quality.as_digits(generator(fixed_noise).float())), dim=1)
+    generator.train()
+    confidence, label = probabilities.max(dim=1)
+    print(json.dumps({"name": name, "variant": variant, "it": step, "s": round(time.perf_counter() - start, 1),
+                      "confident": round((confidence >= 0.9).float().mean().item(), 3),
+                      "counts": torch.bincount(label, minlength=10).tolist()}), flush=True)
+
+
+def run_dcgan_lever(name, lever, device, classifier, quick, iters=None, samples=1000):
+    """dcgan_celeba.py's models, data, train_step and average on the digits; scores G and each average."""
+    images = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))
+    images = (images[:512] if quick else images).to(device)
+    layout, tutorial = torch.channels_last, lever.get("tutorial", False)
+    generator = dcgan_celeba.Generator(tutorial=tutorial).to(device, memory_format=layout)
+    discriminator = dcgan_celeba.Discriminator(tutorial=tutorial).to(device, memory_format=layout)
+    generator.apply(dcgan_celeba.weights_init)
+    discriminator.apply(dcgan_celeba.weights_init)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=lever.get("g_lr", 2e-4), betas=(0.5, 0.999))
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lever.get("d_lr", 2e-4), betas=(0.5, 0.999))
+    averages = {f"ema{decay}": copy.deepcopy(generator) for decay in EMA_DECAYS}
+    fixed_noise = torch.randn(64 if quick else samples, 100, 1, 1, generator=torch.Generator().manual_seed(0))
+    fixed_noise = fixed_noise.to(device)
+    batch, amp_dtype = lever.get("batch", 128), torch.bfloat16 if lever.get("bf16") else None
+    per_epoch = -(-len(images) // batch)
+    total = min(iters or lever.get("iters", 10**9), 2 if quick else lever.get("epochs", 20) * per_epoch)
+    points = 10 if device != "cpu" else 4  # a CPU scores each generator in seconds, not milliseconds
+    step, start = 0, time.perf_counter()
+    for epoch in range(1, 10**9):
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(lever.get("seed", 0) + epoch))
+        for indices in order.to(device).split(batch):
+            real = images[indices].float().div_(127.5).sub_(1.0).expand(-1, 3, -1, -1)
+            dcgan_celeba.train_step(generator, discriminator, g_optimizer, d_optimizer,
+                                    real.contiguous(memory_format=layout), lever.get("smooth", False), amp_dtype)
+            for variant, average in averages.items():
+                dcgan_celeba.update_average(average, generator, float(variant[3:]))
+            step += 1
+            if step % max(total // points, 1) == 0 or step == total:
+                for variant, model in {"G": generator, **averages}.items():
+                    score(name, variant, step, start, model, fixed_noise, classifier)
+            if step == total:
+                return
+
+
+def run_lever(name, lever, device, full_mnist, classifier_path, quick, threads=1, iters=None, samples=1000):
     """Trains one lever; prints a JSON line per scoring: iterations, seconds, confident share, counts."""
     torch.manual_seed(lever.get("seed", 0))
-    torch.set_num_threads(1)  # several levers share the machine
+    torch.set_num_threads(threads)  # several levers share the machine
+    if lever["script"] == "dcgan":
+        classifier = quality.classifier().to(device)
+        classifier.load_state_dict(torch.load(classifier_path, map_location=device, weights_only=True))
+        return run_dcgan_lever(name, lever, device, classifier.eval(), quick, iters, samples)
     is_mlp = lever["script"] == "mlp"
     script = mnist_mlp_gan if is_mlp else mnist_conv_gan
     if full_mnist and not lever.get("sample"):
@@ -178,11 +245,15 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda; several levers share it")
     p.add_argument("--parallel", type=int, default=8, help="levers trained at once, one process each")
     p.add_argument("--quick", action="store_true", help="512 digits, one epoch: a smoke run")
+    p.add_argument("--iters", type=int, help="DCGAN levers: stop after this many iterations (a screening)")
+    p.add_argument("--samples", type=int, default=1000, help="DCGAN levers: noise vectors scored each time")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a worker: "name classifier_path"
     args = p.parse_args()
     if args.one:
         name, classifier_path = args.one.split(" ", 1)
-        return run_lever(name, LEVERS[name], args.device, args.full_mnist, classifier_path, args.quick)
+        threads = max(1, (os.cpu_count() or 1) // args.parallel) if args.device == "cpu" else 1
+        return run_lever(name, LEVERS[name], args.device, args.full_mnist, classifier_path, args.quick, threads,
+                         args.iters, args.samples)
     torch.manual_seed(0)
     if args.full_mnist:  # the classifier learns from the 10,000 test digits, which no GAN here trains on
         images, labels, _ = quality.full_mnist(args.full_mnist)
@@ -195,7 +266,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         classifier_path = os.path.join(folder, "classifier.pt")
         torch.save(classifier.state_dict(), classifier_path)
-        command = [sys.executable, os.path.abspath(__file__), "--device", args.device]
+        command = [sys.executable, os.path.abspath(__file__), "--device", args.device, "--parallel",
+                   str(args.parallel), "--samples", str(args.samples)] + (["--iters", str(args.iters)] if args.iters else [])
         command += ["--full-mnist", args.full_mnist] if args.full_mnist else []
         command += ["--quick"] if args.quick else []
         records, running, waiting = [], [], list(names)
@@ -208,16 +280,18 @@ def main():
             out, _ = finished.communicate()
             if finished.returncode:
                 sys.exit(f"a lever failed (exit {finished.returncode}); its output:\n{out}")
-            records += [json.loads(line) for line in out.splitlines()]
-    print(f"{'lever':<20} {'iterations':>10} {'seconds':>8} {'confident':>9} {'classes':>7} {'rarest':>6}"
+            records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    print(f"{'lever':<28} {'iterations':>10} {'seconds':>8} {'confident':>9} {'classes':>7} {'rarest':>6}"
           f"  confident share at each tenth of training")
     for name in names:
-        curve = [r for r in records if r["name"] == name]
-        last = curve[-1]
-        classes = sum(c >= 40 for c in last["counts"])  # at least 4% of the 1,000 digits
-        shares = " ".join(f"{100 * r['confident']:.0f}" for r in curve)
-        print(f"{name:<20} {last['it']:>10,} {last['s']:>8.0f} {last['confident']:>9.1%} {classes:>7}"
-              f" {min(last['counts']):>6}  {shares}")
+        for variant in dict.fromkeys(r.get("variant") for r in records if r["name"] == name):
+            curve = [r for r in records if r["name"] == name and r.get("variant") == variant]
+            last = curve[-1]
+            classes = sum(c >= 40 for c in last["counts"])  # at least 4% of the 1,000 digits
+            shares = " ".join(f"{100 * r['confident']:.0f}" for r in curve)
+            label = f"{name}:{variant}" if variant else name
+            print(f"{label:<28} {last['it']:>10,} {last['s']:>8.0f} {last['confident']:>9.1%} {classes:>7}"
+                  f" {min(last['counts']):>6}  {shares}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ loading and training, as the tutorials run it, against ours).
 import argparse
 import inspect
 import os
+import platform
 import statistics
 import sys
 import time
@@ -118,20 +119,20 @@ def row(name, n_images, seconds_tutorial, seconds_ours):
     print(f"{name:<34} {a:>12.1f} {b:>12.1f} {b / a:>7.2f}x")
 
 
-def matmul_rates(device, n, repeats):
+def matmul_rates(device, n, repeats, bf16=True):
     """GFLOP/s of an n x n matmul in fp32 and in bf16 on `device`: the ceiling each precision can reach."""
-    rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    rates = {torch.bfloat16: float("nan")}
+    for dtype in (torch.float32, torch.bfloat16) if bf16 else (torch.float32,):
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         (seconds,) = interleaved([lambda: a @ b], repeats, calls=10 if device != "cpu" else 1)
         rates[dtype] = 2 * n ** 3 / seconds / 1e9
     return rates
 
 
-def bench_steps(quick, repeats, device, only=None):
+def bench_steps(quick, repeats, device, only=None, compile_rows=True):
     """Each image script's train_step: the tutorial's loop, then ours in fp32, bf16 autocast, compiled."""
     images = torch.from_numpy(np.load(SAMPLE)["images"])
-    digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args([]), is_main=False)  # 64x64 RGB
+    digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))  # uint8, 1 x 64 x 64
     cases = [
         ("mnist_mlp_gan", mnist_mlp_gan, lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
          tutorial_mlp_step, 128, False, lambda b: next(mnist_mlp_gan.batches(images, b, "cpu"))),
@@ -141,27 +142,36 @@ def bench_steps(quick, repeats, device, only=None):
          lambda b: next(mnist_conv_gan.batches(images, b, "cpu"))),
         ("dcgan_celeba", dcgan_celeba, lambda: (dcgan_celeba.Generator(), dcgan_celeba.Discriminator()),
          tutorial_dcgan_step, 16 if quick else 128, True,
-         lambda b: torch.stack([digits[i][0] for i in range(b)])),
+         lambda b: digits[:b].float().div(127.5).sub(1.0).expand(-1, 3, -1, -1).contiguous()),
     ]
-    matmul = matmul_rates(device, 1024 if quick else 4096 if device == "cpu" else 8192, repeats)
+    arm = platform.machine().lower() in ("arm64", "aarch64")  # as the scripts decide on their default
+    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
+    matmul = matmul_rates(device, 1024 if quick else 4096 if device == "cpu" else 8192, repeats,
+                          device != "cpu" or fast_bf16)
     print(f"\nmatmul ceiling on {device}: fp32 {matmul[torch.float32]:.0f} GFLOP/s, "
           f"bf16 {matmul[torch.bfloat16]:.0f} GFLOP/s")
     print(f"{'train step (images per second)':<40} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}"
           f" {'GFLOP/s':>9} {'of matmul':>10}")
     calls = 1 if device == "cpu" else 20  # a GPU step takes milliseconds: time 20 in a row
+    if device == "cpu" and not fast_bf16:
+        print("bf16 autocast: not timed, this CPU has no bf16 instructions (the scripts train in fp32 here)")
     for name, script, make, tutorial_step, batch, channels_last, make_batch in cases:
         if only and name not in only:
             continue
         real = make_batch(batch).to(device)
         ours_real = real.contiguous(memory_format=torch.channels_last) if channels_last else real
         theirs = setup(make, False, device)  # the tutorials use the default memory layout
-        variants = [("fp32", setup(make, channels_last, device), None, ours_real),
-                    ("bf16 autocast", setup(make, channels_last, device), torch.bfloat16, ours_real)]
-        if device != "cpu" and script is dcgan_celeba:  # its --compile, which keeps the default layout
-            compiled = [setup(make, False, device) for _ in range(2)]
-            compiled = [(torch.compile(g), torch.compile(d), g_opt, d_opt) for g, d, g_opt, d_opt in compiled]
-            variants += [("compiled fp32", compiled[0], None, real),
-                         ("compiled bf16", compiled[1], torch.bfloat16, real)]
+        variants = [("fp32", setup(make, channels_last, device), None, ours_real)]
+        if device != "cpu" or fast_bf16:  # elsewhere bf16 is emulated, many times slower, and never used
+            variants.append(("bf16 autocast", setup(make, channels_last, device), torch.bfloat16, ours_real))
+        if device != "cpu" and script is dcgan_celeba:  # the layouts, and --compile (the default layout)
+            variants += [("fp32 contiguous", setup(make, False, device), None, real),
+                         ("bf16 contiguous", setup(make, False, device), torch.bfloat16, real)]
+            compiled = (("compiled fp32", None, None), ("compiled fp32 reduce-overhead", None, "reduce-overhead"))
+            for label, dtype, mode in compiled if compile_rows else ():
+                g, d, g_opt, d_opt = setup(make, False, device)
+                variants.append((label, (torch.compile(g, mode=mode), torch.compile(d, mode=mode), g_opt, d_opt),
+                                 dtype, real))
         with FlopCounterMode(display=False) as counter:
             script.train_step(*variants[0][1], ours_real)
         flops = counter.get_total_flops()
@@ -174,7 +184,7 @@ def bench_steps(quick, repeats, device, only=None):
                     return script.train_step(*models, batch_in)
             try:
                 t_tutorial, t_ours = interleaved([lambda: tutorial_step(*theirs, real), ours], repeats, calls)
-            except RuntimeError as error:  # e.g. BCELoss after a sigmoid, which CUDA autocast refuses
+            except Exception as error:  # BCELoss after a sigmoid, which CUDA autocast refuses; compile errors
                 print(f"{name} {label} (batch {batch}): not run ({str(error).splitlines()[0][:60]})")
                 continue
             rate = flops / t_ours / 1e9
@@ -243,14 +253,75 @@ def bench_epochs(quick, repeats):
         row(f"{name} epoch ({len(images):,} img)", len(images), t_tutorial, t_ours)
 
 
+def make_celeba_like(folder, n, start=0):
+    """n JPEGs of 178x218 (CelebA's img_align_celeba size): bundled digits, coloured, noisy, numbered from
+    `start`; real JPEG decoding work without the 1.4 GB download."""
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    images = np.load(SAMPLE)["images"]
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        digit = np.asarray(Image.fromarray(images[i % len(images)]).resize((178, 218)), dtype=np.float32)
+        colour = rng.uniform(0.3, 1.0, 3) * digit[..., None] + rng.uniform(0, 80, 3)
+        pixels = np.clip(colour + rng.normal(0, 12, colour.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, f"{i + 1:06d}.jpg"), quality=90)
+
+
+def bench_loader(quick, repeats, device, folder=None):
+    """A CelebA-shaped folder: images/s of an epoch that decodes every JPEG (2 workers, as Colab's 2 cores)
+    against one that indexes the decoded uint8 cache, beside the DCGAN step's images/s on `device`."""
+    import tempfile
+    n = 512 if quick else 4096
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = folder or os.path.join(scratch, "img_align_celeba")
+        if not os.path.isdir(folder):
+            make_celeba_like(folder, n)
+        args = dcgan_celeba.parse_args(["--data-root", folder, "--num-workers", "2", "--quiet", "--cache"])
+        cache = dcgan_celeba.make_dataset(args)
+        paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+        n = len(paths)
+
+        def decoding_epoch():
+            order = torch.randperm(n).split(128)
+            loader = torch.utils.data.DataLoader(paths, batch_sampler=order, num_workers=2,
+                                                 collate_fn=dcgan_celeba.load_images)
+            for batch in loader:
+                batch.to(device).float()
+
+        gpu_cache = cache.to(device)
+
+        def cached_epoch():
+            for indices in torch.randperm(n, device=device).split(128):
+                gpu_cache[indices].float()
+        t_decode, t_cached = interleaved([decoding_epoch, cached_epoch], max(1, repeats // 2))
+    g, d, g_opt, d_opt = setup(lambda: (dcgan_celeba.Generator(), dcgan_celeba.Discriminator()), True, device)
+    batch = 16 if quick else 128
+    real = gpu_cache[:batch].float().div(127.5).sub(1.0).contiguous(memory_format=torch.channels_last)
+    (t_step,) = interleaved([lambda: dcgan_celeba.train_step(g, d, g_opt, d_opt, real)], repeats,
+                            calls=1 if device == "cpu" else 20)
+    print(f"\nCelebA-shaped folder, {n:,} JPEGs of 178x218 on {device} (images per second):")
+    print(f"  an epoch decoding every JPEG (2 workers) {n / t_decode:>10,.0f}")
+    print(f"  an epoch indexing the uint8 cache        {n / t_cached:>10,.0f}   {t_decode / t_cached:,.0f}x")
+    print(f"  the DCGAN train step, batch {batch}, fp32 {batch / t_step:>14,.0f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small batches and 2 repeats")
     p.add_argument("--repeats", type=int, help="timed repeats of each side (default 5, or 2 with --quick)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the train steps only")
-    p.add_argument("--only", nargs="+", choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba"],
-                   help="the train steps of these scripts alone")
+    p.add_argument("--only", nargs="+", choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba", "loader"],
+                   help="the train steps of these scripts alone, or the CelebA-shaped loader row")
+    p.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled rows (minutes)")
+    p.add_argument("--make-celeba", nargs=2, metavar=("FOLDER", "N"), help="write N CelebA-shaped JPEGs, stop")
     args = p.parse_args()
+    if args.make_celeba:
+        from multiprocessing import Pool
+        folder, n = args.make_celeba[0], int(args.make_celeba[1])
+        chunks = [(folder, min(1000, n - start), start) for start in range(0, n, 1000)]
+        with Pool() as pool:
+            pool.starmap(make_celeba_like, chunks)
+        return
     repeats = args.repeats or (2 if args.quick else 5)
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
@@ -260,7 +331,10 @@ def main():
         print(f"{'':<34} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}")
         bench_data(repeats)
         bench_epochs(args.quick, repeats)
-    bench_steps(args.quick, repeats, args.device, args.only)
+    if not args.only or "loader" in args.only:
+        bench_loader(args.quick, repeats, args.device)
+    if args.only != ["loader"]:
+        bench_steps(args.quick, repeats, args.device, args.only, not args.no_compile)
 
 
 if __name__ == "__main__":

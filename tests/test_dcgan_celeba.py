@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,17 +15,24 @@ from conftest import (ROOT, assert_image, assert_one_line_error, batchnorm, conv
 SMALL = ["--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--quiet"]
 
 
+def faces(folder, count=8, start=0):
+    """`count` real face pictures as JPEG/PNG files of CelebA's 178x218 in `folder`."""
+    with np.load(os.path.join(ROOT, "data", "faces_sample.npz")) as f:
+        pictures = f["images"][start:start + count]
+    os.makedirs(folder, exist_ok=True)
+    for i, face in enumerate(pictures, start):
+        name = f"{i + 1:06d}.{'jpg' if i % 2 else 'png'}"
+        Image.fromarray(face).convert("RGB").resize((178, 218)).save(os.path.join(folder, name))
+
+
 @pytest.fixture
 def image_folder(tmp_path):
-    """Eight real face pictures as JPEG/PNG files, nested as CelebA's img_align_celeba/."""
-    with np.load(os.path.join(ROOT, "data", "faces_sample.npz")) as f:
-        faces = f["images"][:8]
-    folder = tmp_path / "faces" / "img_align_celeba"
-    folder.mkdir(parents=True)
-    for i, face in enumerate(faces):
-        name = f"{i:06d}.{'jpg' if i % 2 else 'png'}"
-        Image.fromarray(face).convert("RGB").resize((70, 80)).save(folder / name)
-    return tmp_path / "faces"
+    """Eight faces in CelebA's official layout: Img/img_align_celeba/ beside Anno/ and Eval/ text files."""
+    faces(tmp_path / "celeba" / "Img" / "img_align_celeba")
+    for name in ("Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt"):
+        (tmp_path / "celeba" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "celeba" / name).write_text("000001.jpg 0\n")
+    return tmp_path / "celeba"
 
 
 def test_models_have_the_tutorials_shapes_and_parameter_counts_less_the_two_batchnorms():
@@ -46,26 +54,79 @@ def test_models_have_the_tutorials_shapes_and_parameter_counts_less_the_two_batc
     assert sizes == [32, 16, 8, 4, 1]
 
 
-def test_image_folder_at_any_depth_loads_as_64px_in_minus_one_one(image_folder):
-    dataset = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)]), is_main=False)
-    assert len(dataset) == 8
-    image, _ = dataset[0]
-    assert image.shape == (3, 64, 64) and image.min() >= -1 and image.max() <= 1
+def test_tutorial_recipe_builds_the_tutorials_models_exactly_as_printed():
+    g, d = dc.Generator(tutorial=True), dc.Discriminator(tutorial=True)
+    assert isinstance(g.gen[-1][1], torch.nn.BatchNorm2d) and isinstance(d.disc[0][1], torch.nn.BatchNorm2d)
+    assert n_params(g) == n_params(dc.Generator()) + batchnorm(3)
+    assert n_params(d) == n_params(dc.Discriminator()) + batchnorm(32)
+    x, sizes = torch.randn(2, 3, 64, 64), []
+    for block in d.disc:  # unpadded, its third block at stride 1
+        x = block(x)
+        sizes.append(x.shape[-1])
+    assert sizes == [31, 14, 11, 4, 1]
+    assert [m.padding for m in d.modules() if isinstance(m, torch.nn.Conv2d)] == [(0, 0)] * 5
 
 
-def test_without_celeba_it_trains_on_the_bundled_digits_as_3x64x64_in_minus_one_one():
-    digits = dc.make_dataset(dc.parse_args([]), is_main=False)
-    image, label = digits[0]
-    assert len(digits) == 5000 and image.shape == (3, 64, 64) and 0 <= label <= 9
-    assert image.min() == -1 and 0.9 < image.max() <= 1
+@pytest.mark.parametrize("layout", ["official", "torchvision", "kaggle"])
+def test_every_image_under_the_root_is_found_in_each_celeba_layout(layout, tmp_path, capsys):
+    root = tmp_path / "celeba"
+    folder = {"official": root / "Img" / "img_align_celeba", "torchvision": root / "img_align_celeba",
+              "kaggle": root / "img_align_celeba" / "img_align_celeba"}[layout]
+    faces(folder, 5)
+    faces(folder / "more", 3, start=5)  # and in a sub-folder
+    notes = {"official": ["Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt"],
+             "torchvision": ["list_attr_celeba.txt", "identity_CelebA.txt"],
+             "kaggle": ["list_attr_celeba.csv", "list_bbox_celeba.csv"]}[layout]
+    for note in notes:
+        (root / note).parent.mkdir(parents=True, exist_ok=True)
+        (root / note).write_text("image_id,x\n")
+    faces(root / ".ipynb_checkpoints", 2)  # Jupyter's copies: skipped, as every hidden folder
+    (root / "empty").mkdir()
+    images = dc.make_dataset(dc.parse_args(["--data-root", str(root), *map(str, SMALL)]))
+    assert images.shape == (8, 3, 64, 64) and images.dtype == torch.uint8
+    assert capsys.readouterr().out.splitlines()[0] == f"8 images in {folder}"
+
+
+def test_the_default_data_folder_in_celebas_own_layout_is_used_not_the_digits(tmp_path, monkeypatch, capsys):
+    faces(tmp_path / "data" / "celeba" / "Img" / "img_align_celeba", 4)
+    (tmp_path / "data" / "celeba" / "Anno").mkdir()
+    monkeypatch.setattr(dc, "HERE", str(tmp_path))
+    assert dc.make_dataset(dc.parse_args(["--num-workers", "0"])).shape == (4, 3, 64, 64)
+    assert "MNIST" not in capsys.readouterr().out
+
+
+def test_cached_pixels_equal_the_decoded_ones_and_no_cache_keeps_the_files(image_folder, capsys):
+    cached = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--num-workers", "2"]))
+    assert "caching 8 images as uint8: 0.00 GB" in capsys.readouterr().out
+    paths = sorted(str(p) for p in (image_folder / "Img" / "img_align_celeba").iterdir())
+    assert torch.equal(cached, torch.cat([dc.load_images([path]) for path in paths]))
+    assert cached.min() == 0 and cached.max() > 200  # real pictures, as uint8
+    files = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--no-cache"]))
+    assert files == paths
+
+
+def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch_and_it_says_so(image_folder, monkeypatch,
+                                                                                  capsys, tmp_path):
+    monkeypatch.setattr(dc.os, "sysconf", lambda name: 10 if name == "SC_PHYS_PAGES" else 4096)  # 40 kB
+    assert isinstance(dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)])), list)
+    assert "not caching 0.0 GB, over 1/4 of the memory" in capsys.readouterr().out
+    result = run_main(dc, "--data-root", image_folder, "--epochs", 2, *SMALL, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_without_celeba_it_trains_on_the_bundled_digits_as_uint8_64x64(capsys):
+    digits = dc.make_dataset(dc.parse_args([]))
+    assert digits.shape == (5000, 1, 64, 64) and digits.dtype == torch.uint8
+    assert digits.min() == 0 and digits.max() == 255
+    assert "training on 5,000 MNIST digits" in capsys.readouterr().out
 
 
 def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
     def run():
         torch.manual_seed(0)
         g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
-        digits = dc.make_dataset(dc.parse_args([]), is_main=False)
-        real = torch.stack([digits[i][0] for i in range(4)])
+        real = dc.make_dataset(dc.parse_args(["--quiet"]))[:4].float().div(127.5).sub(1).expand(-1, 3, -1, -1)
         g0, d0 = snapshot(g), snapshot(d)
         frozen_g = torch.optim.SGD(g.parameters(), lr=0.0)
         losses = dc.train_step(g, d, frozen_g, torch.optim.Adam(d.parameters()), real)
@@ -79,11 +140,25 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
     assert np.isfinite(first).all() and first == run()
 
 
-def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
+def test_the_average_of_g_moves_towards_g_weights_and_batchnorm_statistics():
+    g, average = dc.Generator(), dc.Generator()
+    with torch.no_grad():
+        for model, value in ((g, 1.0), (average, 0.0)):
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.fill_(value)
+    dc.update_average(average, g, decay=0.75)
+    for name, value in average.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, torch.full_like(value, 0.25)), name
+
+
+def test_cli_writes_grids_plots_a_small_checkpoint_folder_and_a_lesson_8_snapshot(tmp_path):
     (tmp_path / "run").mkdir()
     # left by an earlier, longer run
     Image.new("RGB", (530, 530)).save(tmp_path / "run" / "fake_epoch_002.png")
-    result = run_script("dcgan_celeba.py", "--max-steps", 2, *SMALL, "--out", tmp_path / "run")
+    result = run_script("dcgan_celeba.py", "--max-steps", 2, *SMALL, "--save-every", 1, "--out",
+                        tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "training on 5,000 MNIST digits" in result.stdout  # no CelebA: says so, trains on the digits
     assert assert_image(tmp_path / "run" / "fake_epoch_001.png") == (8 * 66 + 2,) * 2
@@ -92,65 +167,117 @@ def test_cli_writes_grids_plots_and_a_loadable_checkpoint(tmp_path):
     with Image.open(tmp_path / "run" / "progress.gif") as gif:
         assert gif.n_frames == 1  # this run's one epoch, not the stale grid
     checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
-    assert {"g_model_state_dict", "d_model_state_dict", "g_optimizer_state_dict", "d_optimizer_state_dict",
-            "epoch", "args"} <= set(checkpoint)
-    assert checkpoint["epoch"] == 1 and len(checkpoint["losses"]["d"]) == 2
-    dc.Generator().load_state_dict(checkpoint["g_model_state_dict"])
+    assert {"g_model_state_dict", "d_model_state_dict", "g_ema_state_dict", "g_optimizer_state_dict",
+            "d_optimizer_state_dict", "epoch", "batches_done", "args", "rng_state", "losses"} == set(checkpoint)
+    assert checkpoint["epoch"] == 1 and checkpoint["batches_done"] == 2 and len(checkpoint["losses"]["d"]) == 2
+    dc.Generator().load_state_dict(checkpoint["g_ema_state_dict"])
+    assert not (tmp_path / "run" / "checkpoint_epoch_001.pt").exists()  # the epoch is not over
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, image_folder):
-    common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--save-every", 1]
-    straight = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "straight")
-    first = run_main(dc, "--epochs", 1, *common, "--out", tmp_path / "split")
-    assert straight.returncode == 0 and first.returncode == 0, straight.stderr + first.stderr
-    assert (tmp_path / "split" / "checkpoint_epoch_001.pt").exists()
-    second = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "split",
-                        "--resume", tmp_path / "split" / "checkpoint_last.pt")
-    assert second.returncode == 0, second.stderr
+def test_an_epoch_snapshot_holds_the_drawn_g_d_and_the_epoch_only(tmp_path):
+    faces(tmp_path / "img", 4)
+    result = run_main(dc, "--epochs", 2, *SMALL, "--data-root", tmp_path / "img", "--save-every", 2,
+                      "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert sorted(name for name in os.listdir(tmp_path / "run") if name.endswith(".pt")) == \
+        ["checkpoint_epoch_002.pt", "checkpoint_last.pt"]
+    snap = torch.load(tmp_path / "run" / "checkpoint_epoch_002.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    assert set(snap) == {"g_model_state_dict", "d_model_state_dict", "epoch"} and snap["epoch"] == 2
+    for name, value in snap["g_model_state_dict"].items():  # the averaged G, which the grids draw
+        assert torch.equal(value, last["g_ema_state_dict"][name])
+
+
+def interrupt_at(monkeypatch, step):
+    """Ctrl-C during the `step`-th call of train_step (1-based): the run ends that step, saves and stops."""
+    real_step, calls = dc.train_step, []
+
+    def step_with_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            signal.raise_signal(signal.SIGINT)
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(dc, "train_step", step_with_ctrl_c)
+
+
+def test_ctrl_c_mid_epoch_then_resume_ends_with_the_weights_of_a_run_that_never_stopped(tmp_path,
+                                                                                         image_folder,
+                                                                                         monkeypatch):
+    common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--epochs", 3]
+    straight = run_main(dc, *common, "--out", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)  # epochs of 2 batches: the 2nd epoch's 1st batch
+        stopped = run_main(dc, *common, "--out", tmp_path / "split")
+    assert stopped.returncode == 130 and "interrupted" in stopped.stdout
+    checkpoint = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"]["d"])) == (2, 1, 3)
+    assert_image(tmp_path / "split" / "progress.gif")
+    # the run's flags come back from the checkpoint: seed, batch size, epochs, data, out
+    resumed = run_main(dc, "--resume", tmp_path / "split" / "checkpoint_last.pt", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with" not in resumed.stdout
     a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 2
-    for key in ("g_model_state_dict", "d_model_state_dict"):
-        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key])
-    assert a["losses"] == b["losses"]
+    assert a["epoch"] == b["epoch"] == 3 and a["losses"] == b["losses"]
+    for key in ("g_model_state_dict", "d_model_state_dict", "g_ema_state_dict"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
     with Image.open(tmp_path / "split" / "progress.gif") as gif:
-        assert gif.n_frames == 2  # the resumed run's GIF starts from the first run's grid
-    again = run_main(dc, "--epochs", 2, *common, "--out", tmp_path / "split",
-                     "--resume", tmp_path / "split" / "checkpoint_last.pt")
+        assert gif.n_frames == 3  # the resumed run's GIF starts from the first run's grids
+
+
+def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_which_flags_differ(tmp_path,
+                                                                                               image_folder):
+    common = [*SMALL, "--data-root", image_folder, "--epochs", 2]
+    assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
+    checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batches_done"]) == (2, 1)
+    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt", "--lr", "1e-4", "--no-label-smoothing")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with --lr 0.0001 (the run's: 0.0002)" in resumed.stdout.splitlines()
+    checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"]["d"])) == (2, 2, 4)
+    again = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
 
 
 def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "nope", *SMALL), "does not exist")
     (tmp_path / "empty" / "img_align_celeba").mkdir(parents=True)
+    (tmp_path / "empty" / "list_attr_celeba.txt").write_text("not an image")
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images")
     (tmp_path / "file.jpg").write_bytes(b"x")
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL),
                           "is a file, not a folder")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_unreadable_image_names_the_file(tmp_path, image_folder, workers):
-    bad = image_folder / "img_align_celeba" / "000000.png"
+@pytest.mark.parametrize("workers, cache", [(0, "--cache"), (2, "--no-cache")])
+def test_unreadable_image_names_the_file(tmp_path, image_folder, workers, cache):
+    bad = image_folder / "Img" / "img_align_celeba" / "000001.png"
     bad.write_bytes(b"not a picture")
     result = run_main(dc, "--data-root", image_folder, "--max-steps", 2, *SMALL, "--num-workers", workers,
-                      "--out", tmp_path / "o")
-    assert_one_line_error(result, "unreadable image", "000000.png")
+                      cache, "--out", tmp_path / "o")
+    assert_one_line_error(result, "unreadable image", "000001.png")
 
 
-def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path):
+def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, image_folder):
     out = tmp_path / "run"
-    assert run_main(dc, "--max-steps", 1, *SMALL, "--out", out).returncode == 0
+    assert run_main(dc, "--epochs", 1, "--save-every", 1, *SMALL, "--data-root", image_folder,
+                    "--out", out).returncode == 0
     good = (out / "checkpoint_last.pt").read_bytes()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(good[: len(good) // 2])
     assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
+    assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_epoch_001.pt", *SMALL),
+                          "holds no training state", "checkpoint_last.pt")
     assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "does not exist")
     assert_one_line_error(run_main(dc, "--resume", tmp_path, *SMALL), "is a folder, not a checkpoint file")
     other = torch.load(out / "checkpoint_last.pt", weights_only=True)
     other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
     torch.save(other, tmp_path / "mismatch.pt")
     assert_one_line_error(run_main(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit")
+    assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_last.pt", "--tutorial-recipe", *SMALL),
+                          "does not fit")
     assert (out / "checkpoint_last.pt").read_bytes() == good
     assert_one_line_error(run_main(dc, "--epochs", 0), "--epochs")
     assert_one_line_error(run_main(dc, "--lr", "inf"), "--lr", "positive")
@@ -170,48 +297,44 @@ def test_unwritable_out_exits_2_before_loading_data(tmp_path):
         assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
 
-def torchrun(*args):
-    """dcgan_celeba.py as two CPU processes (gloo), the way torchrun starts it on a machine without GPUs."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               os.path.join(ROOT, "dcgan_celeba.py"), *map(str, args)]
+def torchrun(*args, device="cpu"):
+    """dcgan_celeba.py as two CPU processes (gloo), or one per GPU (nccl), as torchrun starts it."""
+    nproc = 2 if device == "cpu" else 1
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               os.path.join(ROOT, "dcgan_celeba.py"), "--device", device, *map(str, args)]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MPLBACKEND": "Agg"})
 
 
 def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_path):
     out = tmp_path / "ddp"
-    result = torchrun("--max-steps", 2, *SMALL, "--out", out)
+    result = torchrun("--max-steps", 2, "--batch-size", 4, "--num-workers", 0, "--quiet", "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("checkpoints, plots and per-epoch grids") == 1  # only rank 0 reports
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
-    resumed = torchrun("--epochs", 2, "--max-steps", 1, "--amp", *SMALL, "--out", out,
-                       "--resume", out / "checkpoint_last.pt")
+    resumed = torchrun("--max-steps", 1, "--amp", "--resume", out / "checkpoint_last.pt")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert torch.load(out / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(out / "checkpoint_last.pt", weights_only=True)["batches_done"] == 3
     assert resumed.stdout.count("device: cpu") == 1  # said once, not once a process
     assert "deprecated" not in resumed.stderr  # DDP's broadcast_buffers warning, on torch 2.14 and later
 
 
-def test_ctrl_c_writes_a_checkpoint_and_plots_then_exits_130(tmp_path, image_folder, monkeypatch):
-    real_step, calls = dc.train_step, []
-
-    def interrupted_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-    monkeypatch.setattr(dc, "train_step", interrupted_step)
-    result = run_main(dc, "--data-root", image_folder, "--epochs", 3, *SMALL, "--out", tmp_path)
-    assert result.returncode == 130, result.stderr
-    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
-    assert_image(tmp_path / "losses.png")
-    assert_image(tmp_path / "fake_epoch_001.png")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU path is not tested")
+def test_on_a_cuda_gpu_it_trains_resumes_and_runs_under_torchrun_with_nccl(tmp_path):
+    flags = ["--device", "cuda", "--batch-size", 16, "--quiet", "--num-workers", 0]
+    assert run_main(dc, *flags, "--max-steps", 3, "--out", tmp_path / "one").returncode == 0
+    resumed = run_main(dc, "--resume", tmp_path / "one" / "checkpoint_last.pt", "--max-steps", 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["batches_done"] == 5
+    result = torchrun("--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp", device="cuda")
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, image_folder,
-                                                                          monkeypatch):
+def test_nan_loss_stops_with_a_message_keeps_the_last_good_checkpoint_and_writes_the_plots(tmp_path,
+                                                                                          image_folder,
+                                                                                          monkeypatch):
     real_step, calls = dc.train_step, []
 
     def step_that_diverges(*args, **kwargs):
@@ -222,26 +345,40 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     result = run_main(dc, "--data-root", image_folder, "--epochs", 3, *SMALL, "--out", tmp_path)
     assert_one_line_error(result, "NaN", "epoch 2")
     assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
+    with Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.n_frames == 1
+    assert_image(tmp_path / "losses.png")
 
 
-def test_each_epoch_reads_the_loader_once_so_the_progress_bar_starts_no_extra_workers(tmp_path, image_folder,
-                                                                                       monkeypatch):
+def test_plots_and_the_gif_are_drawn_once_at_the_end_not_every_epoch(tmp_path, image_folder, monkeypatch):
+    real_plots, calls = dc.save_plots, []
+    monkeypatch.setattr(dc, "save_plots", lambda *args, **kwargs: calls.append(real_plots(*args, **kwargs)))
+    result = run_main(dc, "--epochs", 3, "--data-root", image_folder, *SMALL, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1
+    with Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.n_frames == 3
+
+
+def test_undecoded_epochs_read_each_loader_once_so_the_progress_bar_starts_no_extra_workers(tmp_path,
+                                                                                            image_folder,
+                                                                                            monkeypatch):
     starts, real_iter = [], torch.utils.data.DataLoader.__iter__
 
     def counting_iter(loader):  # tqdm.auto's asyncio side calls iter() on what it wraps (tqdm#1598)
         starts.append(1)
         return real_iter(loader)
     monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", counting_iter)
-    result = run_main(dc, "--epochs", 2, "--data-root", image_folder, *SMALL, "--out", tmp_path)
+    result = run_main(dc, "--epochs", 2, "--data-root", image_folder, "--no-cache", *SMALL, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(starts) == 2  # one per epoch: a second would shift the shuffle and, with workers, fork more
+    assert len(starts) == 2  # one per epoch: a second would start more worker processes
 
 
 def test_a_seeded_bf16_step_on_the_cpu_is_finite_repeatable_and_moves_both_models():
     def run():
         torch.manual_seed(0)
         g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
-        real = torch.stack([dc.make_dataset(dc.parse_args([]), is_main=False)[i][0] for i in range(4)])
+        real = torch.rand(2, 3, 64, 64) * 2 - 1
         g0, d0 = snapshot(g), snapshot(d)
         losses = dc.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters()), real,
                                amp_dtype=torch.bfloat16)
@@ -262,13 +399,13 @@ def test_amp_is_bf16_on_a_cpu_with_bf16_instructions_and_fp32_without(fast_bf16,
                                                                       monkeypatch):
     monkeypatch.setattr(dc.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast_bf16)
-    real_step, dtypes = dc.train_step, []
+    dtypes = []
 
-    def recording_step(*args, **kwargs):
-        dtypes.append(args[7])  # train() passes (..., real, label_smoothing, scaler, amp_dtype)
-        return real_step(*args, **kwargs)
-    monkeypatch.setattr(dc, "train_step", recording_step)
-    result = run_main(dc, "--max-steps", 1, *SMALL, *flags, "--out", tmp_path)
+    def train(args, device, rank, world, amp_dtype, checkpoint):  # records what run() chose, trains nothing
+        dtypes.append(amp_dtype)
+        return None, False
+    monkeypatch.setattr(dc, "train", train)
+    result = run_main(dc, *SMALL, *flags, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert said in result.stdout.splitlines()
     assert dtypes == [dtype]
@@ -283,9 +420,8 @@ def test_without_the_bundled_sample_it_downloads_mnist_or_says_in_one_line_what_
         header = bytes([0, 0, 8, 3, 0, 0, 0, 6, 0, 0, 0, 28, 0, 0, 0, 28])  # uint8, 3 dims: 6 x 28 x 28
         (raw / f"{split}-images-idx3-ubyte").write_bytes(header + digits.tobytes())
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 6]) + bytes(range(6)))
-    dataset = dc.make_dataset(dc.parse_args([]), is_main=False)
-    image, label = dataset[5]
-    assert len(dataset) == 6 and image.shape == (3, 64, 64) and label == 5 and image.abs().max() <= 1
+    dataset = dc.make_dataset(dc.parse_args([]))
+    assert dataset.shape == (6, 1, 64, 64) and dataset.dtype == torch.uint8
     for name in os.listdir(raw):
         os.remove(raw / name)
 

@@ -5,6 +5,7 @@ from PIL import Image
 import dcgan_celeba
 import infer
 from conftest import assert_image, assert_one_line_error, run_main
+from test_dcgan_celeba import faces
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def grid(checkpoint, out, *extra):
 
 
 def test_full_prefixed_and_bare_checkpoints_give_the_same_grid(checkpoint, tmp_path):
-    state = torch.load(checkpoint, weights_only=True)["g_model_state_dict"]
+    state = torch.load(checkpoint, weights_only=True)["g_ema_state_dict"]  # what the grids draw
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pt")
     torch.save({f"_orig_mod.module.{k}": v for k, v in state.items()}, tmp_path / "compiled_ddp.pt")
     torch.save(state, tmp_path / "bare.pt")
@@ -85,11 +86,50 @@ def test_bad_numbers_and_output_paths_exit_2_before_any_work(checkpoint, tmp_pat
     for flag, value in (("--num-images", 0), ("--num-images", 5000), ("--steps", 0), ("--span", "inf"),
                         ("--span", "nan"), ("--seed", -1)):
         assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, flag, value), flag)
-    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "grid"),
-                          "image extension")
+    for name in ("grid", "grid.psd", "grid.xbm", "grid.h5", "grid.blp"):  # none, or one Pillow cannot write
+        assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / name),
+                              "is not a picture Pillow can write")
     (tmp_path / "folder.png").mkdir()
     assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "folder.png"),
                           "is a folder")
     assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "no" / "grid.png"),
                           "cannot be written")
     assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]  # nothing written
+
+
+def test_the_average_of_g_is_drawn_as_the_grids_and_epoch_snapshots_are(tmp_path):
+    out = tmp_path / "run"
+    faces(tmp_path / "faces", 4)
+    result = run_main(dcgan_celeba, "--epochs", 1, "--save-every", 1, "--batch-size", 2, "--device", "cpu",
+                      "--data-root", tmp_path / "faces", "--num-workers", 0, "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr
+    checkpoint = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    torch.save(checkpoint["g_ema_state_dict"], tmp_path / "average.pt")
+    torch.save(checkpoint["g_model_state_dict"], tmp_path / "last.pt")
+    drawn = grid(out / "checkpoint_last.pt", tmp_path / "full.png")
+    assert grid(tmp_path / "average.pt", tmp_path / "average.png") == drawn
+    assert grid(out / "checkpoint_epoch_001.pt", tmp_path / "snapshot.png") == drawn
+    assert grid(tmp_path / "last.pt", tmp_path / "last.png") != drawn
+
+
+def test_a_tutorial_recipe_checkpoint_loads_its_own_generator(tmp_path):
+    torch.manual_seed(0)
+    torch.save({"g_model_state_dict": dcgan_celeba.Generator(tutorial=True).state_dict()}, tmp_path / "t.pt")
+    assert infer.load_generator(str(tmp_path / "t.pt")).tutorial
+
+
+def test_show_draws_the_images_even_in_a_format_matplotlib_cannot_read(checkpoint, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(infer.plt, "show", lambda: shown.append(infer.plt.gca().images[0].get_array().shape))
+    result = run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "grid.pdf", "--num-images", 4,
+                      "--show")
+    assert result.returncode == 0, result.stderr
+    assert shown == [(68, 266, 3)] and (tmp_path / "grid.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_ctrl_c_ends_quietly_with_130(checkpoint, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(infer, "load_generator", interrupted)
+    result = run_main(infer, "--checkpoint", checkpoint)
+    assert result.returncode == 130 and result.stderr == ""

@@ -160,7 +160,7 @@ def test_mlp_bf16_step_is_finite_repeatable_and_moves_both_models(mnist_sample):
 
 @pytest.mark.parametrize("script, default, tutorial", [
     (mnist_mlp_gan, "training 240 epochs, 9,360 batches of 128", "training 120 epochs, 4,680 batches of 128"),
-    (mnist_conv_gan, "training 60 epochs of 64-image batches", "training 300 epochs of 512-image batches"),
+    (mnist_conv_gan, "training 60 epochs of 64-image batches", "training 1200 epochs of 512-image batches"),
 ])
 def test_defaults_are_the_measured_recipe_and_tutorial_recipe_is_the_tutorials(script, default, tutorial,
                                                                                 tmp_path, monkeypatch):
@@ -233,6 +233,7 @@ def test_bad_flags_exit_2_with_one_line(script):
     assert_one_line_error(run_main(script, "--lr", "inf"), "--lr", "must be positive")
     assert_one_line_error(run_main(script, "--seed", -1), "--seed", "0 to 2**32 - 1")
     assert_one_line_error(run_main(script, "--seed", 2**32), "--seed")
+    assert_one_line_error(run_main(script, "--lr", "1e8"), "--lr at most 1")
     if not torch.cuda.is_available():
         assert_one_line_error(run_main(script, "--device", "cuda"), "CUDA is not available")
     assert run_main(script, "--help").returncode == 0
@@ -271,3 +272,40 @@ def test_ctrl_c_keeps_generator_and_plots_then_exits_130(script, tmp_path, monke
     assert result.returncode == 130, result.stderr
     assert (tmp_path / "out" / "generator.pt").exists()
     assert_image(tmp_path / "out" / "losses.png")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+@pytest.mark.parametrize("damage", ["empty", "cut short"])
+def test_a_damaged_mnist_file_is_named_in_one_line_with_how_to_fix_it(script, damage, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    header = bytes([0, 0, 8, 3, 0, 0, 0xEA, 0x60, 0, 0, 0, 28, 0, 0, 0, 28])  # 60,000 x 28 x 28 uint8
+    (raw / "train-images-idx3-ubyte").write_bytes(b"" if damage == "empty" else header + bytes(1000))
+    result = run_main(script, "--data-root", tmp_path, "--out", tmp_path / "out", "--device", "cpu")
+    assert_one_line_error(result, str(raw / "train-images-idx3-ubyte"), "delete it to download it again")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_a_run_that_stops_on_nan_leaves_the_earlier_runs_files_alone(script, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "loss.txt").write_text("[1/1]: an earlier run\n")
+    real_step = script.train_step
+
+    def diverging_step(*args):
+        d_loss, g_loss = real_step(*args)
+        return d_loss * float("nan"), g_loss
+    monkeypatch.setattr(script, "train_step", diverging_step)
+    result = run_main(script, "--max-steps", 2, "--batch-size", 16, "--device", "cpu", "--quiet",
+                      "--data-root", tmp_path / "mnist", "--out", out)
+    assert_one_line_error(result, "NaN/inf in epoch 1", "lower --lr)")  # no generator.pt of this run to name
+    assert (out / "loss.txt").read_text() == "[1/1]: an earlier run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["loss.txt"]
+
+
+def test_mlp_says_when_amp_has_no_fast_bf16_to_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist_mlp_gan.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(mnist_mlp_gan, "train", lambda *args: (None, [], [], False))
+    result = run_main(mnist_mlp_gan, "--amp", "--device", "cpu", "--data-root", tmp_path / "m", "--out", tmp_path)
+    assert result.returncode == 0 and "in fp32 (--amp: no fast bf16)" in result.stdout

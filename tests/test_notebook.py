@@ -116,15 +116,29 @@ def test_interrupting_the_kernel_keeps_the_files_and_ends_the_cell_without_syste
 train_step_as_written, calls = train_step, []
 
 
-def train_step(*args, **kwargs):  # the kernel's interrupt button, pressed during the third step
+def train_step(*args, **kwargs):  # the kernel's interrupt button (a SIGINT), pressed during the third step
     calls.append(1)
     if len(calls) == 3:
-        raise KeyboardInterrupt
+        import signal
+        signal.raise_signal(signal.SIGINT)
     return train_step_as_written(*args, **kwargs)
 """
     result = run_cell(pasted(script, f"main({flags!r})", before_guard=interrupt), tmp_path)
     assert_finished_quietly(result)
     assert_image(tmp_path / "o" / files[0])
+
+
+def test_pasted_where_processes_spawn_images_are_decoded_in_the_kernel_with_one_line(tmp_path):
+    from test_dcgan_celeba import faces
+    faces(tmp_path / "faces", 4)
+    flags = ["--max-steps", "1", "--batch-size", "2", "--num-workers", "2", "--quiet", "--data-root",
+             str(tmp_path / "faces"), "--out", str(tmp_path / "o")]
+    spawn = "import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)  # macOS, Windows\n"
+    result = run_cell(pasted("dcgan_celeba.py", f"main({flags!r})", before_guard=spawn), tmp_path)
+    assert_finished_quietly(result)
+    assert "decoding in this process: spawned workers cannot import code pasted into a notebook cell" in \
+        result.stdout.splitlines()
+    assert_image(tmp_path / "o" / "fake_epoch_001.png")
 
 
 def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_figures_inline(
