@@ -2,7 +2,6 @@
 https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
 
     python dcgan_celeba.py --epochs 20                       # CelebA under data/celeba, else bundled digits
-    python dcgan_celeba.py --tutorial-recipe                 # the tutorial's models as printed: no learning
     torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)
 """
 import argparse
@@ -12,7 +11,6 @@ import platform
 import signal
 import sys
 import tempfile
-import time
 import warnings
 
 import matplotlib.pyplot as plt
@@ -39,22 +37,19 @@ def parse_args(argv=None, defaults=None):  # defaults: a resumed run's own flags
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=20, help="train until this epoch (tutorial: 50)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch, per process")
-    p.add_argument("--lr", type=float, help="G's Adam learning rate (default 2e-4); D's stays 2e-4")
+    p.add_argument("--lr", type=float, default=2e-4, help="G's Adam learning rate; D's stays 2e-4")
     p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models as printed, last G")
     p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order (0 to 2**32 - 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
     p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file written")
     p.add_argument("--max-steps", type=int, help="stop after this many iterations of this call (smoke runs)")
     p.add_argument("--data-root", help="all images under it, at any depth (default data/celeba, else digits)")
-    p.add_argument("--num-workers", type=int, default=min(os.cpu_count() or 1, 16),
-                   help="processes decoding images (default: one a CPU core; 0: this one)")
+    p.add_argument("--num-workers", type=int, default=min(os.cpu_count() or 1, 16), help="decoding processes")
     p.add_argument("--cache", action=argparse.BooleanOptionalAction, help="decode once (default: if it fits)")
-    p.add_argument("--label-smoothing", action=argparse.BooleanOptionalAction, default=False,
-                   help="D's targets 0.9 for real, 0.1 for fake")
+    p.add_argument("--label-smoothing", action=argparse.BooleanOptionalAction, default=False, help="0.9, 0.1")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (bf16 CPU: default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile both models (it measured no faster)")
     p.add_argument("--resume", metavar="CKPT", help="go on where checkpoint_last.pt stopped, with its flags")
-    p.add_argument("--save-every", type=int, default=10, help="keep checkpoint_epoch_NNN.pt (G, D) this often")
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint_epoch_NNN.pt (G, D) this often")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--show", action="store_true", help="also open the figures in a window")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
@@ -77,16 +72,16 @@ def load_images(paths):  # -> uint8 (len(paths), 3, 64, 64); runs in the DataLoa
     images = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 or 1/4 size where that still covers 64x64
-                images.append(T.functional.pil_to_tensor(T.CenterCrop(64)(T.Resize(64)(image.convert("RGB")))))
-        except OSError as error:  # torchvision's loader does not name the file when a truncated image fails
+            with Image.open(path) as im:
+                im.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 or 1/4 size where that still covers 64x64
+                images.append(T.functional.pil_to_tensor(T.CenterCrop(64)(T.Resize(64)(im.convert("RGB")))))
+        except OSError as error:  # torchvision's loader does not name the file when a cut-short image fails
             raise OSError(f"{path}: {error}") from None
     return torch.stack(images)
 
 
 def decode(paths, batches, num_workers):
-    """uint8 batches of the images at `paths`, decoded in worker processes; an unreadable file ends the run."""
+    """uint8 batches of these image files, decoded by worker processes; an unreadable one ends the run."""
     try:
         yield from torch.utils.data.DataLoader(paths, batch_sampler=batches, collate_fn=load_images,
                                                num_workers=num_workers)
@@ -105,16 +100,16 @@ def make_dataset(args, rank=0, world=1):
         if rank == 0:
             print(f"{len(paths):,} images in {os.path.commonpath({os.path.dirname(p) for p in paths})}")
         paths = paths[rank:len(paths) // world * world:world]  # each process decodes and caches its share
-        size = len(paths) * world * 3 * 64 * 64
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else size * 4
-        if args.cache is False or (args.cache is None and size > memory / 4):  # Windows: no sysconf, cache
+        size = len(paths) * world * 3 * 64 * 64  # Windows has no sysconf: cache there
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else size * 4
+        if args.cache is False or (args.cache is None and size > ram / 4):
             if rank == 0 and args.cache is None:
-                print(f"not caching {size / 1e9:.1f} GB, over 1/4 of the memory: every epoch decodes the images")
+                print(f"not caching {size / 1e9:.1f} GB (over 1/4 of the memory): each epoch decodes them")
             return paths
         if rank == 0:  # decoded once, as YOLOv5's --cache ram: later epochs index a uint8 tensor instead
             print(f"caching {len(paths) * world:,} images as uint8: {size / 1e9:.2f} GB")
         loaded = decode(paths, torch.arange(len(paths)).split(256), args.num_workers)
-        bar = tqdm(loaded, desc="decoding", total=-(-len(paths) // 256), leave=False, disable=args.quiet or rank > 0)
+        bar = tqdm(loaded, desc="decoding", total=-(-len(paths) // 256), leave=False, disable=args.quiet)
         return torch.cat(list(bar))
     if args.data_root:  # the user named a folder: never swap in other data
         what = "holds no images" if os.path.isdir(root) else "does not exist"
@@ -152,7 +147,7 @@ class Generator(nn.Module):
     def create_upblock(self, in_channels, out_channels, kernel_size=5, stride=2, padding=1,
                        final_layer=False):
         conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
-        if final_layer and not self.tutorial:  # tutorial: BatchNorm before Tanh pins each batch's mean at grey
+        if final_layer and not self.tutorial:  # tutorial: BatchNorm here pins each batch's mean at grey
             return nn.Sequential(conv, nn.Tanh())
         return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.Tanh() if final_layer else nn.ReLU(True))
 
@@ -170,16 +165,15 @@ class Discriminator(nn.Module):
             self.make_disc_block(hidden_dim, hidden_dim * 2),                                 # 64 x 16 x 16
             self.make_disc_block(hidden_dim * 2, hidden_dim * 4, stride=1 if tutorial else 2),  # 128 x 8 x 8
             self.make_disc_block(hidden_dim * 4, hidden_dim * 4, stride=2),                   # 128 x 4 x 4
-            self.make_disc_block(hidden_dim * 4, 1, final_layer=True),                        # 1 x 1 x 1: a logit
+            self.make_disc_block(hidden_dim * 4, 1, final_layer=True),                        # 1 x 1 x 1
         )
 
     def make_disc_block(self, input_channels, output_channels, kernel_size=4, stride=2, final_layer=False,
-                        batch_norm=True):
-        # tutorial: no padding and BatchNorm on the input block (batch_norm=True): D wins at once
+                        batch_norm=True):  # tutorial: unpadded, BatchNorm on the input block: D wins
         padding = 0 if final_layer or self.tutorial else 1
         conv = nn.Conv2d(input_channels, output_channels, kernel_size, stride, padding)
         if final_layer:
-            return nn.Sequential(conv)
+            return nn.Sequential(conv)  # a logit
         norm = [nn.BatchNorm2d(output_channels)] if batch_norm else []
         return nn.Sequential(conv, *norm, nn.LeakyReLU(0.2))
 
@@ -196,7 +190,8 @@ def weights_init(m):  # N(0, 0.02) for convolutions; BatchNorm scale N(1, 0.02),
         nn.init.zeros_(m.bias)
 
 
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False, amp_dtype=None):
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False,
+               amp_dtype=None):
     """One D update on real and fake.detach(), then one G update on the same fake. Returns both losses."""
     real_label, fake_label = (0.9, 0.1) if label_smoothing else (1.0, 0.0)  # zhangxiann's lesson 8 trick
     autocast = torch.autocast(real.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
@@ -221,48 +216,31 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
     return d_loss.detach(), g_loss.detach()
 
 
-def update_average(g_ema, g_model, decay=EMA_DECAY):
-    """Moves the average of G's weights and BatchNorm statistics towards G (AveragedModel, without its syncs)."""
+def update_average(g_ema, g_model, step, decay=EMA_DECAY):
+    """Moves the average of G (weights, BatchNorm statistics) towards G; AveragedModel without its syncs."""
+    decay = min(decay, (1 + step) / (10 + step))  # a warm-up: early on, the random start is forgotten faster
     with torch.no_grad():
         for averaged, current in zip(g_ema.state_dict().values(), g_model.state_dict().values()):
             if averaged.is_floating_point():  # not BatchNorm's count of batches
                 averaged.lerp_(current, 1 - decay)
 
 
-def read_checkpoint(args, argv, rank):  # -> (args, checkpoint)
-    if not os.path.isfile(args.resume):
-        what = "is a folder, not a checkpoint file" if os.path.isdir(args.resume) else "does not exist"
-        fail(f"--resume {args.resume} {what}", "give the checkpoint_last.pt of a dcgan_celeba.py run")
-    try:
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
-        saved = {flag: checkpoint["args"][flag] for flag in RUN_FLAGS}  # an epoch snapshot has no args
-    except Exception as error:  # a truncated file, pickle garbage, an epoch snapshot (no optimizers)...
-        fail(f"--resume {args.resume} cannot be read or holds no training state ({type(error).__name__})",
-             "resume the checkpoint_last.pt of a dcgan_celeba.py run")
-    args = parse_args(argv, defaults=saved)  # the run's own flags, except those given again
-    differing = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (the run's: {value})"
-                 for flag, value in saved.items() if getattr(args, flag) != value]
-    if differing and rank == 0:
-        print(f"resuming with {', '.join(differing)}")
-    return args, checkpoint
-
-
 def train(args, device, rank, world, amp_dtype, checkpoint):
     images = make_dataset(args, rank, world)
     if torch.is_tensor(images) and device.type == "cuda" and images.nbytes < torch.cuda.mem_get_info()[0] / 4:
         images = images.to(device)  # batches are then indexed on the GPU
-    # channels_last: the layout oneDNN and cuDNN convolutions run fastest in; compiled, it fails on CUDA:
-    layout = torch.contiguous_format if args.compile else torch.channels_last  # pytorch/pytorch#171622
-    g_model = Generator(tutorial=args.tutorial_recipe).to(device, memory_format=layout).apply(weights_init)
-    d_model = Discriminator(tutorial=args.tutorial_recipe).to(device, memory_format=layout).apply(weights_init)
+    layout = torch.channels_last  # the layout oneDNN and cuDNN convolutions run fastest in
+    tutorial = args.tutorial_recipe  # the tutorial's models as printed
+    g_model = Generator(tutorial=tutorial).to(device, memory_format=layout).apply(weights_init)
+    d_model = Discriminator(tutorial=tutorial).to(device, memory_format=layout).apply(weights_init)
     g_optimizer = torch.optim.Adam(g_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(d_model.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    # tutorial: draws from the last G; an average of its recent weights draws steadier, cleaner images
-    g_ema = None if args.tutorial_recipe else copy.deepcopy(g_model)
-    shown = g_ema or g_model  # what the grids, the epoch snapshots and infer.py draw from
+    g_ema = None if tutorial else copy.deepcopy(g_model)  # an average of G's recent weights
+    shown = g_ema or g_model  # tutorial: draws from the last G; grids, snapshots and infer.py: the average
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
-    state = {"g_model_state_dict": g_model, "d_model_state_dict": d_model, "g_optimizer_state_dict": g_optimizer,
-             "d_optimizer_state_dict": d_optimizer, **({"g_ema_state_dict": g_ema} if g_ema else {})}
+    state = {"g_model_state_dict": g_model, "d_model_state_dict": d_model, "g_ema_state_dict": g_ema,
+             "g_optimizer_state_dict": g_optimizer, "d_optimizer_state_dict": d_optimizer}
+    state = {key: thing for key, thing in state.items() if thing is not None}  # --tutorial-recipe: no average
     epoch, done, losses = 1, 0, {"d": [], "g": []}
     if checkpoint:
         try:
@@ -283,8 +261,6 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
         # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN's backward
         warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")  # its successor: torch 2.14+
         generator, discriminator = DDP(g_model), DDP(d_model, broadcast_buffers=False)
-    if args.compile:
-        generator, discriminator = torch.compile(generator), torch.compile(discriminator)
     stop, steps, first_real, fake = [], 0, None, None
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(1))  # Ctrl-C: end the step, save
     try:
@@ -296,24 +272,23 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
                 loaded = (images[indices.to(images.device)] for indices in order)
             else:  # not cached: worker processes decode this epoch's batches
                 loaded = decode(images, order, args.num_workers)
-            epoch_losses, started = [], time.perf_counter()
+            epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
             for batch in tqdm(loaded, total=per_epoch, initial=done, desc=f"epoch {epoch}/{args.epochs}",
                               leave=False, disable=args.quiet or rank > 0):
-                # the same as ToTensor and Normalize(0.5, 0.5), for the whole batch at once; grey to RGB
-                real = batch.to(device).float().div_(127.5).sub_(1.0).expand(-1, 3, -1, -1)
-                real = real.contiguous(memory_format=layout)
+                real = batch.to(device).float().div_(127.5).sub_(1.0)  # = ToTensor + Normalize(0.5, 0.5)
+                real = real.expand(-1, 3, -1, -1).contiguous(memory_format=layout)  # grey digits as RGB
                 first_real = real if first_real is None else first_real  # a full batch for real_vs_fake
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
                                             args.label_smoothing, amp_dtype)
                 if g_ema is not None:
-                    update_average(g_ema, g_model)
+                    update_average(g_ema, g_model, step=len(losses["d"]) + len(epoch_losses))
                 epoch_losses.append(torch.stack([d_loss, g_loss]).float())
                 steps += 1
                 if stop or steps == args.max_steps:
                     break
             d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
             if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
-                fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints are kept")
+                fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints kept")
             losses["d"] += d_losses.tolist()
             losses["g"] += g_losses.tolist()
             done += len(epoch_losses)
@@ -323,17 +298,17 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
                 g_model.train()
                 torchvision.utils.save_image(fake, os.path.join(args.out, f"fake_epoch_{epoch:03d}.png"),
                                              normalize=True, value_range=(-1, 1))
-                files = {"checkpoint_last.pt": {key: thing.state_dict() for key, thing in state.items()}}
-                files["checkpoint_last.pt"].update(epoch=epoch, batches_done=done, args=vars(args), losses=losses,
-                                                   rng_state=torch.get_rng_state())
-                if done == per_epoch and epoch % args.save_every == 0:  # zhangxiann's lesson-8 form: G, D, epoch
-                    files[f"checkpoint_epoch_{epoch:03d}.pt"] = dict(g_model_state_dict=shown.state_dict(),
-                                                                     d_model_state_dict=d_model.state_dict(), epoch=epoch)
+                last = {key: thing.state_dict() for key, thing in state.items()}
+                files = {"checkpoint_last.pt": dict(last, epoch=epoch, batches_done=done, args=vars(args),
+                                                    losses=losses, rng_state=torch.get_rng_state())}
+                if done == per_epoch and epoch % args.save_every == 0:  # in zhangxiann's lesson-8 form
+                    snapshot = {"g_model_state_dict": shown.state_dict(), "epoch": epoch}  # G: the one drawn
+                    snapshot["d_model_state_dict"] = last["d_model_state_dict"]
+                    files[f"checkpoint_epoch_{epoch:03d}.pt"] = snapshot
                 for name, content in files.items():  # an interrupted save never replaces the last good file
                     torch.save(content, os.path.join(args.out, name + ".tmp"))
                     os.replace(os.path.join(args.out, name + ".tmp"), os.path.join(args.out, name))
-                print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}, "
-                      f"{time.perf_counter() - started:.1f} s")
+                print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
             epoch, done = (epoch + 1, 0) if done == per_epoch else (epoch, done)
     finally:  # also when a NaN loss or an unreadable image ends the run
         signal.signal(signal.SIGINT, previous_handler)
@@ -369,8 +344,18 @@ def run(args, argv):
     if not args.show:
         plt.switch_backend("Agg")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # from torchrun
-    args, checkpoint = read_checkpoint(args, argv, rank) if args.resume else (args, None)
-    args.lr = args.lr or 2e-4
+    try:  # --resume: the run's own flags come back from its checkpoint, except those given again
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+        saved = {flag: checkpoint["args"][flag] for flag in RUN_FLAGS} if args.resume else {}
+    except Exception as error:  # missing, a folder, cut short, pickle garbage, an epoch snapshot (no args)...
+        why = "does not exist" if not os.path.exists(args.resume) else type(error).__name__
+        fail(f"--resume {args.resume} cannot be read or holds no training state ({why})",
+             "give the checkpoint_last.pt of a dcgan_celeba.py run")
+    args = parse_args(argv, defaults=saved)
+    differing = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (the run's: {value})"
+                 for flag, value in saved.items() if getattr(args, flag) != value]
+    if differing and rank == 0:
+        print(f"resuming with {', '.join(differing)}")
     if args.num_workers and __name__ == "__main__" and "ipykernel" in sys.modules \
             and torch.multiprocessing.get_start_method() != "fork":  # as on macOS and Windows
         print("decoding in this process: spawned workers cannot import code pasted into a notebook cell")
@@ -390,18 +375,17 @@ def run(args, argv):
     arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
     # on CUDA only when asked: bf16 was no faster than TF32 convolutions on an H200
-    bf16 = (device.type == "cpu" and args.amp is not False and fast_bf16) or (device.type == "cuda" and args.amp)
-    amp_dtype = torch.bfloat16 if bf16 else None
+    bf16 = args.amp if device.type == "cuda" else device.type == "cpu" and args.amp is not False and fast_bf16
     if rank == 0:  # the device, and what --amp or its default on a bf16 CPU chose
-        fp32 = "fp32 (--amp: no fast bf16 on this device)" if args.amp else "fp32"
-        print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else fp32}")
+        print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else 'fp32'}"
+              f"{' (--amp: no fast bf16 on this device)' if args.amp and not bf16 else ''}")
     if "RANK" in os.environ:  # started by torchrun: one process per GPU (or CPU worker)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed((args.seed + rank) % 2**32)  # DDP copies rank 0's weights; ranks draw their own noise
-    generator, interrupted = train(args, device, rank, world, amp_dtype, checkpoint)
+    generator, interrupted = train(args, device, rank, world, torch.bfloat16 if bf16 else None, checkpoint)
     if "RANK" in os.environ:
         dist.destroy_process_group()
     if rank == 0:

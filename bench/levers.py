@@ -75,7 +75,7 @@ for lever, change in DCGAN_LEVERS.items():
 LEVERS.update({"dcgan_g8": {**DCGAN, "g_lr": 8e-4}, "dcgan_d1": {**DCGAN, "d_lr": 1e-4},
                "dcgan_d4": {**DCGAN, "d_lr": 4e-4}, "dcgan_g1": {**DCGAN, "g_lr": 1e-4},
                "dcgan_smooth_b64": {**DCGAN, "smooth": True, "batch": 64}})
-EMA_DECAYS = (0.99, 0.995, 0.999)  # the DCGAN levers score the last G and an average at each of these
+EMA_DECAYS = (0.99, 0.995, 0.999)  # the DCGAN levers score the last G and averages at these (warm: ramped)
 
 
 class MinibatchStdMLPDiscriminator(mnist_mlp_gan.Discriminator):
@@ -130,6 +130,7 @@ def run_dcgan_lever(name, lever, device, classifier, quick, iters=None, samples=
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=lever.get("g_lr", 2e-4), betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lever.get("d_lr", 2e-4), betas=(0.5, 0.999))
     averages = {f"ema{decay}": copy.deepcopy(generator) for decay in EMA_DECAYS}
+    averages.update({f"warm{decay}": copy.deepcopy(generator) for decay in EMA_DECAYS[1:]})
     fixed_noise = torch.randn(64 if quick else samples, 100, 1, 1, generator=torch.Generator().manual_seed(0))
     fixed_noise = fixed_noise.to(device)
     batch, amp_dtype = lever.get("batch", 128), torch.bfloat16 if lever.get("bf16") else None
@@ -143,8 +144,9 @@ def run_dcgan_lever(name, lever, device, classifier, quick, iters=None, samples=
             real = images[indices].float().div_(127.5).sub_(1.0).expand(-1, 3, -1, -1)
             dcgan_celeba.train_step(generator, discriminator, g_optimizer, d_optimizer,
                                     real.contiguous(memory_format=layout), lever.get("smooth", False), amp_dtype)
-            for variant, average in averages.items():
-                dcgan_celeba.update_average(average, generator, float(variant[3:]))
+            for variant, average in averages.items():  # warm: a decay that grows with the steps taken
+                decay = float(variant[4:]) if variant.startswith("warm") else float(variant[3:])
+                dcgan_celeba.update_average(average, generator, step if variant.startswith("warm") else 10**9, decay)
             step += 1
             if step % max(total // points, 1) == 0 or step == total:
                 for variant, model in {"G": generator, **averages}.items():
