@@ -81,7 +81,7 @@ def load_generator(path, device="cpu"):
     except Exception as error:
         fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "it is corrupt; use another one")
     state_dict = None
-    if isinstance(checkpoint, dict):  # the average of G that the grids draw, else the tutorial's key, else bare
+    if isinstance(checkpoint, dict):  # the average of G the grids draw, else the tutorial's key, else bare
         state_dict = checkpoint.get("g_ema_state_dict", checkpoint.get("g_model_state_dict", checkpoint))
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint or a state_dict")

@@ -27,33 +27,43 @@ since() { awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $T0 }"; }
 stamp() { while IFS= read -r line; do printf '%7s s  %s\n' "$(since)" "$line"; done; }
 part() { T0=$(date +%s.%N); say ""; say "== $1: $(date -u +%H:%M:%S)"; }
 
-say "GPU check, $(date -u +%F), $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())')"
+card=$(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())')
+say "GPU check, $(date -u +%F), $card"
 say "parts: $PARTS"
 for p in $PARTS; do case $p in
 startup)
   part "startup: seconds from a fresh interpreter"
   python3 - <<'EOF' 2>&1 | tee -a "$S"
 import time
-t0 = time.perf_counter()
-marks = []
-import torch; marks.append(("import torch", time.perf_counter()))
-import torchvision; marks.append(("import torchvision", time.perf_counter()))
-import matplotlib.pyplot; marks.append(("import matplotlib.pyplot", time.perf_counter()))
-import tqdm.auto; marks.append(("import tqdm.auto", time.perf_counter()))
-import dcgan_celeba; marks.append(("import dcgan_celeba (the rest)", time.perf_counter()))
-torch.zeros(1, device="cuda"); marks.append(("CUDA context", time.perf_counter()))
-args = dcgan_celeba.parse_args(["--quiet"])
-images = dcgan_celeba.make_dataset(args).cuda(); marks.append(("make_dataset (digits to the GPU)", time.perf_counter()))
+start = previous = time.perf_counter()
+
+
+def mark(name):
+    global previous
+    print(f"  {name:<36} {time.perf_counter() - previous:6.2f} s")
+    previous = time.perf_counter()
+
+
+import torch  # noqa: E402
+mark("import torch")
+import torchvision  # noqa: E402, F401
+mark("import torchvision")
+import matplotlib.pyplot  # noqa: E402, F401
+mark("import matplotlib.pyplot")
+import dcgan_celeba  # noqa: E402
+mark("import dcgan_celeba (tqdm, PIL, ...)")
+torch.zeros(1, device="cuda")
+mark("CUDA context")
+images = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"])).cuda()
+mark("make_dataset (digits to the GPU)")
 g = dcgan_celeba.Generator().cuda().apply(dcgan_celeba.weights_init)
-d = dcgan_celeba.Discriminator().cuda().apply(dcgan_celeba.weights_init); marks.append(("models", time.perf_counter()))
-real = torch.randn(128, 3, 64, 64, device="cuda")
-opts = [torch.optim.Adam(m.parameters(), 2e-4) for m in (g, d)]
-dcgan_celeba.train_step(g, d, *opts, real); torch.cuda.synchronize(); marks.append(("first step (cuDNN)", time.perf_counter()))
-previous = t0
-for name, t in marks:
-    print(f"  {name:<36} {t - previous:6.2f} s")
-    previous = t
-print(f"  {'total':<36} {previous - t0:6.2f} s")
+d = dcgan_celeba.Discriminator().cuda().apply(dcgan_celeba.weights_init)
+mark("models")
+optimizers = [torch.optim.Adam(m.parameters(), 2e-4) for m in (g, d)]
+dcgan_celeba.train_step(g, d, *optimizers, torch.randn(128, 3, 64, 64, device="cuda"))
+torch.cuda.synchronize()
+mark("first step (cuDNN picks its kernels)")
+print(f"  {'total':<36} {previous - start:6.2f} s")
 EOF
   ;;
 headline)
@@ -77,8 +87,8 @@ celeba)
   python3 dcgan_celeba.py --data-root "$RUN/celeba" --epochs 2 --out "$RUN/celeba_run" --quiet 2>&1 | stamp \
     | tee "$OUT/celeba.log" | tee -a "$S"
   T0=$(date +%s.%N)
-  python3 dcgan_celeba.py --data-root "$RUN/celeba" --epochs 1 --no-cache --out "$RUN/celeba_nocache" --quiet \
-    2>&1 | stamp | tee -a "$OUT/celeba.log" | tee -a "$S"
+  python3 dcgan_celeba.py --data-root "$RUN/celeba" --epochs 1 --no-cache --out "$RUN/celeba_nocache" \
+    --quiet 2>&1 | stamp | tee -a "$OUT/celeba.log" | tee -a "$S"
   ;;
 ddp)
   part "ddp: torchrun --nproc_per_node=1 (nccl), then --resume mid-epoch"
@@ -91,16 +101,17 @@ ddp)
   ;;
 speed)
   part "speed: bench/speed.py --device cuda --only dcgan_celeba loader"
-  python3 bench/speed.py --device cuda --only dcgan_celeba loader ${SPEED_FLAGS:-} 2>&1 | tee "$OUT/speed.log" \
-    | tee -a "$S"
+  python3 bench/speed.py --device cuda --only dcgan_celeba loader ${SPEED_FLAGS:-} 2>&1 \
+    | tee "$OUT/speed.log" | tee -a "$S"
   ;;
 pytest)
   part "pytest"
-  timeout 400 python3 -m pytest -q -p no:cacheprovider -x 2>&1 | tee "$OUT/pytest.log" | tail -15 | tee -a "$S"
+  timeout 400 python3 -m pytest -q -p no:cacheprovider -x 2>&1 | tee "$OUT/pytest.log" | tail -15 \
+    | tee -a "$S"
   ;;
 levers)
   part "levers: bench/levers.py --device cuda"
-  all=$(python3 -c "import sys; sys.path[:0] = ['bench', '.']; import levers; print(' '.join(n for n in levers.LEVERS if n.startswith('dcgan')))")
+  all=$(python3 bench/levers.py --list dcgan)
   python3 bench/levers.py --device cuda --parallel ${PARALLEL:-8} --only ${LEVERS:-$all} 2>&1 \
     | tee "$OUT/levers.log" | tee -a "$S"
   ;;

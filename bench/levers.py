@@ -113,7 +113,8 @@ def score(name, variant, step, start, generator, fixed_noise, classifier):
         probabilities = F.softmax(classifier(quality.as_digits(generator(fixed_noise).float())), dim=1)
     generator.train()
     confidence, label = probabilities.max(dim=1)
-    print(json.dumps({"name": name, "variant": variant, "it": step, "s": round(time.perf_counter() - start, 1),
+    seconds = round(time.perf_counter() - start, 1)
+    print(json.dumps({"name": name, "variant": variant, "it": step, "s": seconds,
                       "confident": round((confidence >= 0.9).float().mean().item(), 3),
                       "counts": torch.bincount(label, minlength=10).tolist()}), flush=True)
 
@@ -139,14 +140,17 @@ def run_dcgan_lever(name, lever, device, classifier, quick, iters=None, samples=
     points = 10 if device != "cpu" else 4  # a CPU scores each generator in seconds, not milliseconds
     step, start = 0, time.perf_counter()
     for epoch in range(1, 10**9):
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(lever.get("seed", 0) + epoch))
+        seeded = torch.Generator().manual_seed(lever.get("seed", 0) + epoch)  # as the script's epochs
+        order = torch.randperm(len(images), generator=seeded)
         for indices in order.to(device).split(batch):
             real = images[indices].float().div_(127.5).sub_(1.0).expand(-1, 3, -1, -1)
-            dcgan_celeba.train_step(generator, discriminator, g_optimizer, d_optimizer,
-                                    real.contiguous(memory_format=layout), lever.get("smooth", False), amp_dtype)
+            real = real.contiguous(memory_format=layout)
+            dcgan_celeba.train_step(generator, discriminator, g_optimizer, d_optimizer, real,
+                                    lever.get("smooth", False), amp_dtype)
             for variant, average in averages.items():  # warm: a decay that grows with the steps taken
                 decay = float(variant[4:]) if variant.startswith("warm") else float(variant[3:])
-                dcgan_celeba.update_average(average, generator, step if variant.startswith("warm") else 10**9, decay)
+                warm_up = step if variant.startswith("warm") else 10**9
+                dcgan_celeba.update_average(average, generator, warm_up, decay)
             step += 1
             if step % max(total // points, 1) == 0 or step == total:
                 for variant, model in {"G": generator, **averages}.items():
@@ -249,13 +253,17 @@ def main():
     p.add_argument("--quick", action="store_true", help="512 digits, one epoch: a smoke run")
     p.add_argument("--iters", type=int, help="DCGAN levers: stop after this many iterations (a screening)")
     p.add_argument("--samples", type=int, default=1000, help="DCGAN levers: noise vectors scored each time")
+    p.add_argument("--list", metavar="PREFIX", help="print the levers whose names start so, and stop")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a worker: "name classifier_path"
     args = p.parse_args()
+    if args.list:
+        print(" ".join(name for name in LEVERS if name.startswith(args.list)))
+        return
     if args.one:
         name, classifier_path = args.one.split(" ", 1)
         threads = max(1, (os.cpu_count() or 1) // args.parallel) if args.device == "cpu" else 1
-        return run_lever(name, LEVERS[name], args.device, args.full_mnist, classifier_path, args.quick, threads,
-                         args.iters, args.samples)
+        return run_lever(name, LEVERS[name], args.device, args.full_mnist, classifier_path, args.quick,
+                         threads, args.iters, args.samples)
     torch.manual_seed(0)
     if args.full_mnist:  # the classifier learns from the 10,000 test digits, which no GAN here trains on
         images, labels, _ = quality.full_mnist(args.full_mnist)
@@ -269,7 +277,8 @@ def main():
         classifier_path = os.path.join(folder, "classifier.pt")
         torch.save(classifier.state_dict(), classifier_path)
         command = [sys.executable, os.path.abspath(__file__), "--device", args.device, "--parallel",
-                   str(args.parallel), "--samples", str(args.samples)] + (["--iters", str(args.iters)] if args.iters else [])
+                   str(args.parallel), "--samples", str(args.samples)]
+        command += ["--iters", str(args.iters)] if args.iters else []
         command += ["--full-mnist", args.full_mnist] if args.full_mnist else []
         command += ["--quick"] if args.quick else []
         records, running, waiting = [], [], list(names)

@@ -167,11 +167,12 @@ def bench_steps(quick, repeats, device, only=None, compile_rows=True):
         if device != "cpu" and script is dcgan_celeba:  # the layouts, and --compile (the default layout)
             variants += [("fp32 contiguous", setup(make, False, device), None, real),
                          ("bf16 contiguous", setup(make, False, device), torch.bfloat16, real)]
-            compiled = (("compiled fp32", None, None), ("compiled fp32 reduce-overhead", None, "reduce-overhead"))
+            compiled = (("compiled fp32", None, None),
+                        ("compiled fp32 reduce-overhead", None, "reduce-overhead"))  # with CUDA graphs
             for label, dtype, mode in compiled if compile_rows else ():
                 g, d, g_opt, d_opt = setup(make, False, device)
-                variants.append((label, (torch.compile(g, mode=mode), torch.compile(d, mode=mode), g_opt, d_opt),
-                                 dtype, real))
+                models = (torch.compile(g, mode=mode), torch.compile(d, mode=mode), g_opt, d_opt)
+                variants.append((label, models, dtype, real))
         with FlopCounterMode(display=False) as counter:
             script.train_step(*variants[0][1], ours_real)
         flops = counter.get_total_flops()
@@ -313,7 +314,7 @@ def main():
     p.add_argument("--only", nargs="+", choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba", "loader"],
                    help="the train steps of these scripts alone, or the CelebA-shaped loader row")
     p.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled rows (minutes)")
-    p.add_argument("--make-celeba", nargs=2, metavar=("FOLDER", "N"), help="write N CelebA-shaped JPEGs, stop")
+    p.add_argument("--make-celeba", nargs=2, metavar=("FOLDER", "N"), help="write N CelebA-like JPEGs, stop")
     args = p.parse_args()
     if args.make_celeba:
         from multiprocessing import Pool

@@ -167,9 +167,10 @@ def test_cli_writes_grids_plots_a_small_checkpoint_folder_and_a_lesson_8_snapsho
     with Image.open(tmp_path / "run" / "progress.gif") as gif:
         assert gif.n_frames == 1  # this run's one epoch, not the stale grid
     checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
-    assert {"g_model_state_dict", "d_model_state_dict", "g_ema_state_dict", "g_optimizer_state_dict",
-            "d_optimizer_state_dict", "epoch", "batches_done", "args", "rng_state", "losses"} == set(checkpoint)
-    assert checkpoint["epoch"] == 1 and checkpoint["batches_done"] == 2 and len(checkpoint["losses"]["d"]) == 2
+    assert set(checkpoint) == {"g_model_state_dict", "d_model_state_dict", "g_ema_state_dict", "epoch",
+                               "g_optimizer_state_dict", "d_optimizer_state_dict", "batches_done", "args",
+                               "rng_state", "losses"}
+    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"]["d"])) == (1, 2, 2)
     dc.Generator().load_state_dict(checkpoint["g_ema_state_dict"])
     assert not (tmp_path / "run" / "checkpoint_epoch_001.pt").exists()  # the epoch is not over
 
@@ -232,7 +233,8 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
     assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
     checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batches_done"]) == (2, 1)
-    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt", "--lr", "1e-4", "--no-label-smoothing")
+    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt", "--lr", "1e-4",
+                       "--no-label-smoothing")  # as the run's: not named
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming with --lr 0.0001 (the run's: 0.0002)" in resumed.stdout.splitlines()
     checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
@@ -328,7 +330,8 @@ def test_on_a_cuda_gpu_it_trains_resumes_and_runs_under_torchrun_with_nccl(tmp_p
     resumed = run_main(dc, "--resume", tmp_path / "one" / "checkpoint_last.pt", "--max-steps", 2)
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["batches_done"] == 5
-    result = torchrun("--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp", device="cuda")
+    result = torchrun("--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp",
+                      device="cuda")
     assert result.returncode == 0, result.stderr[-2000:]
 
 

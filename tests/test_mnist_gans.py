@@ -307,5 +307,6 @@ def test_mlp_says_when_amp_has_no_fast_bf16_to_use(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist_mlp_gan.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(mnist_mlp_gan, "train", lambda *args: (None, [], [], False))
-    result = run_main(mnist_mlp_gan, "--amp", "--device", "cpu", "--data-root", tmp_path / "m", "--out", tmp_path)
+    result = run_main(mnist_mlp_gan, "--amp", "--device", "cpu", "--data-root", tmp_path / "m",
+                      "--out", tmp_path)
     assert result.returncode == 0 and "in fp32 (--amp: no fast bf16)" in result.stdout

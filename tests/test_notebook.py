@@ -133,7 +133,7 @@ def test_pasted_where_processes_spawn_images_are_decoded_in_the_kernel_with_one_
     faces(tmp_path / "faces", 4)
     flags = ["--max-steps", "1", "--batch-size", "2", "--num-workers", "2", "--quiet", "--data-root",
              str(tmp_path / "faces"), "--out", str(tmp_path / "o")]
-    spawn = "import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)  # macOS, Windows\n"
+    spawn = "import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)\n"  # as macOS
     result = run_cell(pasted("dcgan_celeba.py", f"main({flags!r})", before_guard=spawn), tmp_path)
     assert_finished_quietly(result)
     assert "decoding in this process: spawned workers cannot import code pasted into a notebook cell" in \
