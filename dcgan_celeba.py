@@ -340,9 +340,6 @@ def save_plots(losses, out, real, fake, last_epoch, show=False):
 
 
 def run(args, argv):
-    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
-    if not args.show:
-        plt.switch_backend("Agg")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # from torchrun
     try:  # --resume: the run's own flags come back from its checkpoint, except those given again
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
@@ -356,6 +353,9 @@ def run(args, argv):
                  for flag, value in saved.items() if getattr(args, flag) != value]
     if differing and rank == 0:
         print(f"resuming with {', '.join(differing)}")
+    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
+    if not args.show:
+        plt.switch_backend("Agg")
     if args.num_workers and __name__ == "__main__" and "ipykernel" in sys.modules \
             and torch.multiprocessing.get_start_method() != "fork":  # as on macOS and Windows
         print("decoding in this process: spawned workers cannot import code pasted into a notebook cell")

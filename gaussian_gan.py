@@ -1,7 +1,7 @@
 """Learn N(4, 1.25) from uniform noise, after Dev Nag's "GANs in 50 lines of code (PyTorch)" (Medium):
 https://medium.com/@devnag/generative-adversarial-networks-gans-in-50-lines-of-code-pytorch-e81b79659e3f
 
-    python gaussian_gan.py                    # 30,000 steps on one CPU thread: 36 s on a fast core
+    python gaussian_gan.py                    # 30,000 steps on one CPU thread: 40 s to 100 s
 """
 import argparse
 import os
