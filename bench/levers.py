@@ -106,6 +106,19 @@ class MinibatchStdConvDiscriminator(mnist_conv_gan.Discriminator):
         return self.disc[-1](torch.cat([x, spread], dim=1)).view(len(x), -1)
 
 
+def recalibrated(generator, batches=4, size=256):
+    """A copy of G whose BatchNorm statistics are re-measured on fresh noise (what eval() then uses)."""
+    copied = copy.deepcopy(generator).train()
+    for module in copied.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the batches below
+    with torch.no_grad():
+        for _ in range(batches):
+            copied(torch.randn(size, 100, 1, 1, device=next(copied.parameters()).device))
+    return copied
+
+
 def score(name, variant, step, start, generator, fixed_noise, classifier):
     """Prints one JSON line: the confident share and the class counts of `generator` on the fixed noise."""
     generator.eval()
@@ -153,7 +166,9 @@ def run_dcgan_lever(name, lever, device, classifier, quick, iters=None, samples=
                 dcgan_celeba.update_average(average, generator, warm_up, decay)
             step += 1
             if step % max(total // points, 1) == 0 or step == total:
-                for variant, model in {"G": generator, **averages}.items():
+                models = {"G": generator, **averages}
+                models.update({f"{v}+bn": recalibrated(models[v]) for v in ("G", "warm0.995", "warm0.999")})
+                for variant, model in models.items():
                     score(name, variant, step, start, model, fixed_noise, classifier)
             if step == total:
                 return
