@@ -147,7 +147,7 @@ def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_fig
     reason = "the notebook tests need a Jupyter kernel: pip install -r requirements-dev.txt"
     nbformat = pytest.importorskip("nbformat", reason=reason)
     nbclient = pytest.importorskip("nbclient", reason=reason)
-    if importlib.util.find_spec("ipykernel") is None:  # not imported: the scripts would think they run in one
+    if importlib.util.find_spec("ipykernel") is None:  # found, not imported (see below)
         pytest.skip(reason)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend, as in Jupyter
     cells = {}
@@ -161,8 +161,12 @@ def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_fig
     cells["%run"] = (f"%run mnist_conv_gan.py --max-steps 2 --quiet --data-root {tmp_path / 'mnist'} "
                      f"--out {tmp_path / 'percent_run'}")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells.values()])
+    imported = set(sys.modules)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": ROOT}}).execute()
+    for name in set(sys.modules) - imported:  # jupyter_client imports ipykernel.kernelspec to find the kernel:
+        if name.startswith("ipykernel"):  # left here, the scripts in later tests would think they run in one
+            del sys.modules[name]
     for name, cell in zip(cells, notebook.cells):
         errors = [output for output in cell.outputs if output.output_type == "error"]
         assert not errors, (name, errors)
