@@ -6,6 +6,7 @@ https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
 """
 import argparse
 import copy
+import glob
 import os
 import platform
 import signal
@@ -29,8 +30,7 @@ Z_DIM = 100
 EMA_DECAY = 0.995  # the average of G that we draw from follows about its last 1 / (1 - 0.995) = 200 steps
 HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."  # "." for a pasted cell
 IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-RUN_FLAGS = ("epochs", "batch_size", "lr", "seed", "label_smoothing", "amp", "tutorial_recipe", "data_root",
-             "out", "save_every")  # what --resume takes from the checkpoint unless given again
+PER_CALL = ("device", "max_steps", "num_workers", "cache", "resume", "quiet", "show")  # not from --resume
 
 
 def parse_args(argv=None, defaults=None):  # defaults: a resumed run's own flags
@@ -91,23 +91,20 @@ def decode(paths, batches, num_workers):
 
 def make_dataset(args, rank=0, world=1):
     """This process's share of the images: one uint8 tensor (N, C, 64, 64), or their files if not cached."""
-    root, paths = args.data_root or os.path.join(HERE, "data", "celeba"), []
-    for folder, subfolders, files in os.walk(root, followlinks=True):  # any depth; text files are skipped
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # .ipynb_checkpoints
-        paths += [os.path.join(folder, name) for name in sorted(files)
-                  if name.lower().endswith(IMAGE_TYPES) and not name.startswith(".")]
+    root = args.data_root or os.path.join(HERE, "data", "celeba")
+    found = glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)  # skips .ipynb_checkpoints/
+    paths = sorted(path for path in found if path.lower().endswith(IMAGE_TYPES))  # any depth, no text files
     if paths:
-        if rank == 0:
-            print(f"{len(paths):,} images in {os.path.commonpath({os.path.dirname(p) for p in paths})}")
+        print(f"{len(paths):,} images in {os.path.commonpath({os.path.dirname(p) for p in paths})}")
         paths = paths[rank:len(paths) // world * world:world]  # each process decodes and caches its share
         size = len(paths) * world * 3 * 64 * 64  # Windows has no sysconf: cache there
         ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else size * 4
         if args.cache is False or (args.cache is None and size > ram / 4):
-            if rank == 0 and args.cache is None:
+            if args.cache is None:
                 print(f"not caching {size / 1e9:.1f} GB (over 1/4 of the memory): each epoch decodes them")
             return paths
-        if rank == 0:  # decoded once, as YOLOv5's --cache ram: later epochs index a uint8 tensor instead
-            print(f"caching {len(paths) * world:,} images as uint8: {size / 1e9:.2f} GB")
+        # decoded once, as YOLOv5's --cache ram: later epochs index a uint8 tensor instead
+        print(f"caching {len(paths) * world:,} images as uint8: {size / 1e9:.2f} GB")
         loaded = decode(paths, torch.arange(len(paths)).split(256), args.num_workers)
         bar = tqdm(loaded, desc="decoding", total=-(-len(paths) // 256), leave=False, disable=args.quiet)
         return torch.cat(list(bar))
@@ -115,12 +112,10 @@ def make_dataset(args, rank=0, world=1):
         what = "holds no images" if os.path.isdir(root) else "does not exist"
         what = "is a file, not a folder" if os.path.isfile(root) else what
         fail(f"--data-root {root} {what}", "give a folder with .jpg or .png files at any depth, as CelebA's")
-    if rank == 0:
-        print(f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, "
-              "put CelebA's img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)")
+    print(f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, "
+          "put CelebA's img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)")
     try:  # the bundled sample; this file alone (pasted into a notebook, say) takes MNIST's first 5,000
-        with np.load(os.path.join(HERE, "data", "mnist_sample.npz")) as f:
-            digits = torch.from_numpy(f["images"])
+        digits = torch.from_numpy(np.load(os.path.join(HERE, "data", "mnist_sample.npz"))["images"])
     except FileNotFoundError:
         try:
             digits = torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
@@ -229,26 +224,23 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
     images = make_dataset(args, rank, world)
     if torch.is_tensor(images) and device.type == "cuda" and images.nbytes < torch.cuda.mem_get_info()[0] / 4:
         images = images.to(device)  # batches are then indexed on the GPU
-    layout = torch.channels_last  # the layout oneDNN and cuDNN convolutions run fastest in
-    tutorial = args.tutorial_recipe  # the tutorial's models as printed
+    layout, tutorial = torch.channels_last, args.tutorial_recipe  # channels_last: fastest in oneDNN, cuDNN
     g_model = Generator(tutorial=tutorial).to(device, memory_format=layout).apply(weights_init)
     d_model = Discriminator(tutorial=tutorial).to(device, memory_format=layout).apply(weights_init)
     g_optimizer = torch.optim.Adam(g_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(d_model.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    g_ema = None if tutorial else copy.deepcopy(g_model)  # an average of G's recent weights
-    shown = g_ema or g_model  # tutorial: draws from the last G; grids, snapshots and infer.py: the average
+    g_ema = copy.deepcopy(g_model).requires_grad_(False)  # the average of G: what grids, infer.py draw
+    ema_decay = 0.0 if tutorial else EMA_DECAY  # tutorial: draws from the last G (an average over one step)
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
     state = {"g_model_state_dict": g_model, "d_model_state_dict": d_model, "g_ema_state_dict": g_ema,
              "g_optimizer_state_dict": g_optimizer, "d_optimizer_state_dict": d_optimizer}
-    state = {key: thing for key, thing in state.items() if thing is not None}  # --tutorial-recipe: no average
-    epoch, done, losses = 1, 0, {"d": [], "g": []}
+    epoch, done, losses = 1, 0, []
     if checkpoint:
         try:
             for key, thing in state.items():
                 thing.load_state_dict(checkpoint[key])
         except (KeyError, RuntimeError, ValueError) as error:
-            fail(f"--resume {args.resume} does not fit these models ({type(error).__name__})",
-                 "resume it with the flags it was made with, or start a new run")
+            fail(f"{args.resume} does not fit these models ({type(error).__name__})", "use its own flags")
         epoch, done, losses = checkpoint["epoch"], checkpoint["batches_done"], checkpoint["losses"]
         if world == 1:  # noise is drawn as if never stopped (one process only)
             torch.set_rng_state(checkpoint["rng_state"])
@@ -268,10 +260,8 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
             # the epoch's order from (seed, epoch) alone: a resumed epoch goes on in the same order
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed + epoch))
             order = order[done * args.batch_size:].split(args.batch_size)
-            if torch.is_tensor(images):  # cached: index the uint8 tensor, as the MNIST scripts do
-                loaded = (images[indices.to(images.device)] for indices in order)
-            else:  # not cached: worker processes decode this epoch's batches
-                loaded = decode(images, order, args.num_workers)
+            loaded = (decode(images, order, args.num_workers) if isinstance(images, list)  # files: decode
+                      else (images[indices.to(images.device)] for indices in order))  # cached: index
             epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
             for batch in tqdm(loaded, total=per_epoch, initial=done, desc=f"epoch {epoch}/{args.epochs}",
                               leave=False, disable=args.quiet or rank > 0):
@@ -280,47 +270,43 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
                 first_real = real if first_real is None else first_real  # a full batch for real_vs_fake
                 d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
                                             args.label_smoothing, amp_dtype)
-                if g_ema is not None:
-                    update_average(g_ema, g_model, step=len(losses["d"]) + len(epoch_losses))
+                update_average(g_ema, g_model, len(losses) + len(epoch_losses), ema_decay)
                 epoch_losses.append(torch.stack([d_loss, g_loss]).float())
                 steps += 1
                 if stop or steps == args.max_steps:
                     break
-            d_losses, g_losses = torch.stack(epoch_losses).cpu().unbind(dim=1)
-            if not (d_losses.isfinite().all() and g_losses.isfinite().all()):
+            epoch_losses = torch.stack(epoch_losses).cpu()
+            if not epoch_losses.isfinite().all():
                 fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp; checkpoints kept")
-            losses["d"] += d_losses.tolist()
-            losses["g"] += g_losses.tolist()
+            losses += epoch_losses.tolist()  # [D, G] per iteration
             done += len(epoch_losses)
             if rank == 0:  # this epoch's grid (so far), the checkpoint to resume from, a snapshot
-                with torch.no_grad():
-                    fake = shown.eval()(fixed_noise).float()  # eval(): running statistics, as infer.py draws
-                g_model.train()
+                fake = g_ema.eval()(fixed_noise).float()  # eval(): running statistics, as infer.py draws
                 torchvision.utils.save_image(fake, os.path.join(args.out, f"fake_epoch_{epoch:03d}.png"),
                                              normalize=True, value_range=(-1, 1))
                 last = {key: thing.state_dict() for key, thing in state.items()}
                 files = {"checkpoint_last.pt": dict(last, epoch=epoch, batches_done=done, args=vars(args),
                                                     losses=losses, rng_state=torch.get_rng_state())}
-                if done == per_epoch and epoch % args.save_every == 0:  # in zhangxiann's lesson-8 form
-                    snapshot = {"g_model_state_dict": shown.state_dict(), "epoch": epoch}  # G: the one drawn
+                if done == per_epoch and epoch % args.save_every == 0:  # zhangxiann's lesson 8: G (drawn), D
+                    snapshot = {"g_model_state_dict": last["g_ema_state_dict"], "epoch": epoch}
                     snapshot["d_model_state_dict"] = last["d_model_state_dict"]
                     files[f"checkpoint_epoch_{epoch:03d}.pt"] = snapshot
                 for name, content in files.items():  # an interrupted save never replaces the last good file
                     torch.save(content, os.path.join(args.out, name + ".tmp"))
                     os.replace(os.path.join(args.out, name + ".tmp"), os.path.join(args.out, name))
-                print(f"epoch {epoch}: loss_d {d_losses.mean():.3f}, loss_g {g_losses.mean():.3f}")
+                print("epoch {}: loss_d {:.3f}, loss_g {:.3f}".format(epoch, *epoch_losses.mean(0).tolist()))
             epoch, done = (epoch + 1, 0) if done == per_epoch else (epoch, done)
     finally:  # also when a NaN loss or an unreadable image ends the run
         signal.signal(signal.SIGINT, previous_handler)
         if rank == 0 and fake is not None:
             save_plots(losses, args.out, first_real, fake, epoch if done else epoch - 1, args.show)
-    return shown, bool(stop)
+    return g_ema, bool(stop)
 
 
 def save_plots(losses, out, real, fake, last_epoch, show=False):
     """losses.png, progress.gif and real_vs_fake.png: once, when the run ends, stops or fails."""
     plt.figure(figsize=(8, 4))
-    plt.plot(np.column_stack([losses["d"], losses["g"]]), label=["D", "G"], alpha=0.8)
+    plt.plot(losses, label=["D", "G"], alpha=0.8)
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
@@ -341,9 +327,11 @@ def save_plots(losses, out, real, fake, last_epoch, show=False):
 
 def run(args, argv):
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # from torchrun
+    if rank > 0:  # one process speaks for all (errors still go to stderr)
+        sys.stdout = open(os.devnull, "w")
     try:  # --resume: the run's own flags come back from its checkpoint, except those given again
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
-        saved = {flag: checkpoint["args"][flag] for flag in RUN_FLAGS} if args.resume else {}
+        saved = {k: v for k, v in checkpoint["args"].items() if k not in PER_CALL} if args.resume else {}
     except Exception as error:  # missing, a folder, cut short, pickle garbage, an epoch snapshot (no args)...
         why = "does not exist" if not os.path.exists(args.resume) else type(error).__name__
         fail(f"--resume {args.resume} cannot be read or holds no training state ({why})",
@@ -351,7 +339,7 @@ def run(args, argv):
     args = parse_args(argv, defaults=saved)
     differing = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (the run's: {value})"
                  for flag, value in saved.items() if getattr(args, flag) != value]
-    if differing and rank == 0:
+    if differing:
         print(f"resuming with {', '.join(differing)}")
     args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
     if not args.show:
@@ -371,25 +359,22 @@ def run(args, argv):
         what = f"cannot be written ({error.strerror})"
         what = "is a file, not a folder" if os.path.isfile(args.out) else what
         fail(f"--out {args.out} {what}", "give a folder you can write to")
-    device = torch.device(args.device)
+    device = torch.device(args.device, int(os.getenv("LOCAL_RANK", 0)) if args.device == "cuda" else None)
     arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
     # on CUDA only when asked: bf16 was no faster than TF32 convolutions on an H200
     bf16 = args.amp if device.type == "cuda" else device.type == "cpu" and args.amp is not False and fast_bf16
-    if rank == 0:  # the device, and what --amp or its default on a bf16 CPU chose
-        print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else 'fp32'}"
-              f"{' (--amp: no fast bf16 on this device)' if args.amp and not bf16 else ''}")
+    print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else 'fp32'}"
+          f"{' (--amp: no fast bf16 on this device)' if args.amp and not bf16 else ''}")
+    if device.type == "cuda":  # under torchrun, this process's GPU
+        torch.cuda.set_device(device)
     if "RANK" in os.environ:  # started by torchrun: one process per GPU (or CPU worker)
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed((args.seed + rank) % 2**32)  # DDP copies rank 0's weights; ranks draw their own noise
     generator, interrupted = train(args, device, rank, world, torch.bfloat16 if bf16 else None, checkpoint)
     if "RANK" in os.environ:
         dist.destroy_process_group()
-    if rank == 0:
-        print(f"{'interrupted: ' if interrupted else ''}checkpoints, plots and per-epoch grids in {args.out}")
+    print(f"{'interrupted: ' if interrupted else ''}checkpoints, plots and per-epoch grids in {args.out}")
     if interrupted:
         sys.exit(130)
     return generator

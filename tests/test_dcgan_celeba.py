@@ -170,7 +170,7 @@ def test_cli_writes_grids_plots_a_small_checkpoint_folder_and_a_lesson_8_snapsho
     assert set(checkpoint) == {"g_model_state_dict", "d_model_state_dict", "g_ema_state_dict", "epoch",
                                "g_optimizer_state_dict", "d_optimizer_state_dict", "batches_done", "args",
                                "rng_state", "losses"}
-    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"]["d"])) == (1, 2, 2)
+    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (1, 2, 2)
     dc.Generator().load_state_dict(checkpoint["g_ema_state_dict"])
     assert not (tmp_path / "run" / "checkpoint_epoch_001.pt").exists()  # the epoch is not over
 
@@ -212,7 +212,7 @@ def test_ctrl_c_mid_epoch_then_resume_ends_with_the_weights_of_a_run_that_never_
         stopped = run_main(dc, *common, "--out", tmp_path / "split")
     assert stopped.returncode == 130 and "interrupted" in stopped.stdout
     checkpoint = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"]["d"])) == (2, 1, 3)
+    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (2, 1, 3)
     assert_image(tmp_path / "split" / "progress.gif")
     # the run's flags come back from the checkpoint: seed, batch size, epochs, data, out
     resumed = run_main(dc, "--resume", tmp_path / "split" / "checkpoint_last.pt", "--quiet")
@@ -238,7 +238,7 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming with --lr 0.0001 (the run's: 0.0002)" in resumed.stdout.splitlines()
     checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"]["d"])) == (2, 2, 4)
+    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (2, 2, 4)
     again = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
 
