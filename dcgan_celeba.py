@@ -103,8 +103,7 @@ def make_dataset(args, rank=0, world=1):
             if args.cache is None:
                 print(f"not caching {size / 1e9:.1f} GB (over 1/4 of the memory): each epoch decodes them")
             return paths
-        # decoded once, as YOLOv5's --cache ram: later epochs index a uint8 tensor instead
-        print(f"caching {len(paths) * world:,} images as uint8: {size / 1e9:.2f} GB")
+        print(f"caching {len(paths) * world:,} images as uint8: {size / 1e9:.2f} GB")  # YOLOv5's --cache ram
         loaded = decode(paths, torch.arange(len(paths)).split(256), args.num_workers)
         bar = tqdm(loaded, desc="decoding", total=-(-len(paths) // 256), leave=False, disable=args.quiet)
         return torch.cat(list(bar))
@@ -119,9 +118,8 @@ def make_dataset(args, rank=0, world=1):
     except FileNotFoundError:
         try:
             digits = torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
-        except (RuntimeError, OSError) as error:  # offline
-            fail(f"no images in {root}, no bundled digits, no MNIST download ({type(error).__name__})",
-                 "put CelebA's img_align_celeba/ in data/celeba or run this from a clone of the repository")
+        except (RuntimeError, OSError):  # offline
+            fail(f"no images in {root}, no bundled digits, no MNIST download", "go online, or clone the repo")
     digits = F.interpolate(digits.unsqueeze(1).float(), size=64, mode="bilinear").round().clamp(0, 255)
     return digits.to(torch.uint8)[rank:len(digits) // world * world:world]  # grey: RGB a batch at a time
 
@@ -135,9 +133,8 @@ class Generator(nn.Module):
             self.create_upblock(1024, 512, kernel_size=4, stride=2, padding=1),    # 512 x 8 x 8
             self.create_upblock(512, 256, kernel_size=4, stride=2, padding=1),     # 256 x 16 x 16
             self.create_upblock(256, 128, kernel_size=4, stride=2, padding=1),     # 128 x 32 x 32
-            # tutorial: 3 channels here, ignoring in_channels
             self.create_upblock(128, in_channels, kernel_size=4, stride=2, padding=1, final_layer=True),
-        )  # 3 x 64 x 64 in [-1, 1]
+        )  # 3 x 64 x 64 in [-1, 1]; tutorial: 3 channels in the last block, ignoring in_channels
 
     def create_upblock(self, in_channels, out_channels, kernel_size=5, stride=2, padding=1,
                        final_layer=False):
@@ -214,10 +211,9 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
 def update_average(g_ema, g_model, step, decay=EMA_DECAY):
     """Moves the average of G (weights, BatchNorm statistics) towards G; AveragedModel without its syncs."""
     decay = min(decay, (1 + step) / (10 + step))  # a warm-up: early on, the random start is forgotten faster
-    with torch.no_grad():
-        for averaged, current in zip(g_ema.state_dict().values(), g_model.state_dict().values()):
-            if averaged.is_floating_point():  # not BatchNorm's count of batches
-                averaged.lerp_(current, 1 - decay)
+    for averaged, current in zip(g_ema.state_dict().values(), g_model.state_dict().values()):  # detached
+        if averaged.is_floating_point():  # not BatchNorm's count of batches
+            averaged.lerp_(current, 1 - decay)
 
 
 def train(args, device, rank, world, amp_dtype, checkpoint):
@@ -333,8 +329,7 @@ def run(args, argv):
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
         saved = {k: v for k, v in checkpoint["args"].items() if k not in PER_CALL} if args.resume else {}
     except Exception as error:  # missing, a folder, cut short, pickle garbage, an epoch snapshot (no args)...
-        why = "does not exist" if not os.path.exists(args.resume) else type(error).__name__
-        fail(f"--resume {args.resume} cannot be read or holds no training state ({why})",
+        fail(f"--resume {args.resume} cannot be read or holds no training state ({type(error).__name__})",
              "give the checkpoint_last.pt of a dcgan_celeba.py run")
     args = parse_args(argv, defaults=saved)
     differing = [f"--{flag.replace('_', '-')} {getattr(args, flag)} (the run's: {value})"
@@ -355,10 +350,8 @@ def run(args, argv):
     try:  # now, not after an epoch
         os.makedirs(args.out, exist_ok=True)
         tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as error:
-        what = f"cannot be written ({error.strerror})"
-        what = "is a file, not a folder" if os.path.isfile(args.out) else what
-        fail(f"--out {args.out} {what}", "give a folder you can write to")
+    except OSError as error:  # "File exists" where a file has the folder's name
+        fail(f"--out {args.out} cannot be written ({error.strerror})", "give a folder you can write to")
     device = torch.device(args.device, int(os.getenv("LOCAL_RANK", 0)) if args.device == "cuda" else None)
     arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()

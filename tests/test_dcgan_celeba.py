@@ -272,7 +272,7 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, image
     assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
     assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_epoch_001.pt", *SMALL),
                           "holds no training state (KeyError)", "checkpoint_last.pt")
-    assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "(does not exist)")
+    assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "(FileNotFoundError)")
     assert_one_line_error(run_main(dc, "--resume", tmp_path, *SMALL), "cannot be read")
     other = torch.load(out / "checkpoint_last.pt", weights_only=True)
     other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
@@ -291,7 +291,7 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, image
 def test_unwritable_out_exits_2_before_loading_data(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    assert_one_line_error(run_main(dc, "--out", a_file, *SMALL), "--out", "is a file, not a folder")
+    assert_one_line_error(run_main(dc, "--out", a_file, *SMALL), "--out", "cannot be written (File exists)")
     assert_one_line_error(run_main(dc, "--out", a_file / "run", *SMALL), "--out", "cannot be written")
     assert_one_line_error(run_main(dc, "--out", "/proc/no_such_run", *SMALL), "--out", "cannot be written")
     assert a_file.read_text() == "keep me"
