@@ -1,6 +1,5 @@
 """DCGAN on 64x64 images, after Aniket Maurya's "DCGAN Tutorial" (Analytics Vidhya, with a Colab notebook):
 https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
-
     python dcgan_celeba.py --epochs 20                       # CelebA under data/celeba, else bundled digits
     torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)
 """
@@ -17,7 +16,6 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
@@ -80,8 +78,7 @@ def load_images(paths):  # -> uint8 (len(paths), 3, 64, 64); runs in the DataLoa
     return torch.stack(images)
 
 
-def decode(paths, batches, num_workers):
-    """uint8 batches of these image files, decoded by worker processes; an unreadable one ends the run."""
+def decode(paths, batches, num_workers):  # uint8 batches decoded in worker processes; a bad file ends the run
     try:
         yield from torch.utils.data.DataLoader(paths, batch_sampler=batches, collate_fn=load_images,
                                                num_workers=num_workers)
@@ -89,8 +86,7 @@ def decode(paths, batches, num_workers):
         fail(f"unreadable image: {str(error).strip().splitlines()[-1]}", "delete or replace the file")
 
 
-def make_dataset(args, rank=0, world=1):
-    """This process's share of the images: one uint8 tensor (N, C, 64, 64), or their files if not cached."""
+def make_dataset(args, rank=0, world=1):  # this process's share: a uint8 (N, C, 64, 64) tensor, or files
     root = args.data_root or os.path.join(HERE, "data", "celeba")
     found = glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)  # skips .ipynb_checkpoints/
     paths = sorted(path for path in found if path.lower().endswith(IMAGE_TYPES))  # any depth, no text files
@@ -143,8 +139,7 @@ class Generator(nn.Module):
             return nn.Sequential(conv, nn.Tanh())
         return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.Tanh() if final_layer else nn.ReLU(True))
 
-    def forward(self, noise):
-        assert len(noise.shape) == 4, "random vector of shape=(N, 100, 1, 1)"
+    def forward(self, noise):  # noise: (N, 100, 1, 1); tutorial: asserts 4 dims, which the first layer checks
         return self.gen(noise)
 
 
@@ -208,11 +203,10 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, label_s
     return d_loss.detach(), g_loss.detach()
 
 
-def update_average(g_ema, g_model, step, decay=EMA_DECAY):
-    """Moves the average of G (weights, BatchNorm statistics) towards G; AveragedModel without its syncs."""
+def update_average(g_ema, g_model, step, decay=EMA_DECAY):  # as AveragedModel(use_buffers=True), no syncs
     decay = min(decay, (1 + step) / (10 + step))  # a warm-up: early on, the random start is forgotten faster
     for averaged, current in zip(g_ema.state_dict().values(), g_model.state_dict().values()):  # detached
-        if averaged.is_floating_point():  # not BatchNorm's count of batches
+        if averaged.is_floating_point():  # weights and BatchNorm statistics, not its count of batches
             averaged.lerp_(current, 1 - decay)
 
 
@@ -299,8 +293,7 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
     return g_ema, bool(stop)
 
 
-def save_plots(losses, out, real, fake, last_epoch, show=False):
-    """losses.png, progress.gif and real_vs_fake.png: once, when the run ends, stops or fails."""
+def save_plots(losses, out, real, fake, last_epoch, show=False):  # once, when the run ends, stops or fails
     plt.figure(figsize=(8, 4))
     plt.plot(losses, label=["D", "G"], alpha=0.8)
     plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
@@ -362,11 +355,11 @@ def run(args, argv):
     if device.type == "cuda":  # under torchrun, this process's GPU
         torch.cuda.set_device(device)
     if "RANK" in os.environ:  # started by torchrun: one process per GPU (or CPU worker)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed((args.seed + rank) % 2**32)  # DDP copies rank 0's weights; ranks draw their own noise
     generator, interrupted = train(args, device, rank, world, torch.bfloat16 if bf16 else None, checkpoint)
     if "RANK" in os.environ:
-        dist.destroy_process_group()
+        torch.distributed.destroy_process_group()
     print(f"{'interrupted: ' if interrupted else ''}checkpoints, plots and per-epoch grids in {args.out}")
     if interrupted:
         sys.exit(130)

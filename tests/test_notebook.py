@@ -164,7 +164,7 @@ def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_fig
     imported = set(sys.modules)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": ROOT}}).execute()
-    for name in set(sys.modules) - imported:  # jupyter_client imports ipykernel.kernelspec to find the kernel:
+    for name in set(sys.modules) - imported:  # jupyter_client imports ipykernel.kernelspec for the kernel:
         if name.startswith("ipykernel"):  # left here, the scripts in later tests would think they run in one
             del sys.modules[name]
     for name, cell in zip(cells, notebook.cells):
