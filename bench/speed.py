@@ -268,9 +268,9 @@ def make_celeba_like(folder, n, start=0):
         Image.fromarray(pixels).save(os.path.join(folder, f"{i + 1:06d}.jpg"), quality=90)
 
 
-def bench_loader(quick, repeats, device, folder=None):
-    """A CelebA-shaped folder: images/s of an epoch that decodes every JPEG (2 workers, as Colab's 2 cores)
-    against one that indexes the decoded uint8 cache, beside the DCGAN step's images/s on `device`."""
+def bench_loader(quick, repeats, device, workers=(2,), folder=None):
+    """A CelebA-shaped folder: images/s of an epoch that decodes every JPEG (with each number of `workers`;
+    2: Colab's 2 cores) against one that indexes the decoded uint8 cache, beside the DCGAN step's images/s."""
     import tempfile
     n = 512 if quick else 4096
     with tempfile.TemporaryDirectory() as scratch:
@@ -282,9 +282,9 @@ def bench_loader(quick, repeats, device, folder=None):
         paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
         n = len(paths)
 
-        def decoding_epoch():
+        def decoding_epoch(num_workers):
             order = torch.randperm(n).split(128)
-            loader = torch.utils.data.DataLoader(paths, batch_sampler=order, num_workers=2,
+            loader = torch.utils.data.DataLoader(paths, batch_sampler=order, num_workers=num_workers,
                                                  collate_fn=dcgan_celeba.load_images)
             for batch in loader:
                 batch.to(device).float()
@@ -294,15 +294,18 @@ def bench_loader(quick, repeats, device, folder=None):
         def cached_epoch():
             for indices in torch.randperm(n, device=device).split(128):
                 gpu_cache[indices].float()
-        t_decode, t_cached = interleaved([decoding_epoch, cached_epoch], max(1, repeats // 2))
+        epochs = [lambda w=w: decoding_epoch(w) for w in workers] + [cached_epoch]
+        *t_decode, t_cached = interleaved(epochs, max(1, repeats // 2))
     g, d, g_opt, d_opt = setup(lambda: (dcgan_celeba.Generator(), dcgan_celeba.Discriminator()), True, device)
     batch = 16 if quick else 128
     real = gpu_cache[:batch].float().div(127.5).sub(1.0).contiguous(memory_format=torch.channels_last)
     (t_step,) = interleaved([lambda: dcgan_celeba.train_step(g, d, g_opt, d_opt, real)], repeats,
                             calls=1 if device == "cpu" else 20)
     print(f"\nCelebA-shaped folder, {n:,} JPEGs of 178x218 on {device} (images per second):")
-    print(f"  an epoch decoding every JPEG (2 workers) {n / t_decode:>10,.0f}")
-    print(f"  an epoch indexing the uint8 cache        {n / t_cached:>10,.0f}   {t_decode / t_cached:,.0f}x")
+    for w, t in zip(workers, t_decode):
+        print(f"  an epoch decoding every JPEG ({w:>2} workers) {n / t:>9,.0f}")
+    print(f"  an epoch indexing the uint8 cache        {n / t_cached:>10,.0f}   "
+          f"{min(t_decode) / t_cached:,.0f}x the fastest decoding")
     print(f"  the DCGAN train step, batch {batch}, fp32 {batch / t_step:>14,.0f}")
 
 
@@ -313,6 +316,7 @@ def main():
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the train steps only")
     p.add_argument("--only", nargs="+", choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba", "loader"],
                    help="the train steps of these scripts alone, or the CelebA-shaped loader row")
+    p.add_argument("--workers", type=int, nargs="+", default=[2], help="loader row: worker counts to try")
     p.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled rows (minutes)")
     p.add_argument("--make-celeba", nargs=2, metavar=("FOLDER", "N"), help="write N CelebA-like JPEGs, stop")
     args = p.parse_args()
@@ -333,7 +337,7 @@ def main():
         bench_data(repeats)
         bench_epochs(args.quick, repeats)
     if not args.only or "loader" in args.only:
-        bench_loader(args.quick, repeats, args.device)
+        bench_loader(args.quick, repeats, args.device, args.workers)
     if args.only != ["loader"]:
         bench_steps(args.quick, repeats, args.device, args.only, not args.no_compile)
 
