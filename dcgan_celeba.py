@@ -1,8 +1,7 @@
 """DCGAN on 64x64 images, after Aniket Maurya's "DCGAN Tutorial" (Analytics Vidhya, with a Colab notebook):
 https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
     python dcgan_celeba.py --epochs 20                       # CelebA under data/celeba, else bundled digits
-    torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)
-"""
+    torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)"""
 import argparse
 import copy
 import glob
@@ -232,6 +231,8 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
         except (KeyError, RuntimeError, ValueError) as error:
             fail(f"{args.resume} does not fit these models ({type(error).__name__})", "use its own flags")
         epoch, done, losses = checkpoint["epoch"], checkpoint["batches_done"], checkpoint["losses"]
+        if isinstance(losses, dict):  # written before losses were kept as [D, G] rows
+            losses = [list(row) for row in zip(losses["d"], losses["g"])]
         if world == 1:  # noise is drawn as if never stopped (one process only)
             torch.set_rng_state(checkpoint["rng_state"])
     per_epoch = -(-len(images) // args.batch_size)
@@ -348,9 +349,8 @@ def run(args, argv):
     device = torch.device(args.device, int(os.getenv("LOCAL_RANK", 0)) if args.device == "cuda" else None)
     arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
-    # on CUDA only when asked: bf16 was no faster than TF32 convolutions on an H200
     bf16 = args.amp if device.type == "cuda" else device.type == "cpu" and args.amp is not False and fast_bf16
-    print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else 'fp32'}"
+    print(f"device: {args.device}, {'torch.bfloat16 autocast' if bf16 else 'fp32'}"  # CUDA: TF32 is as fast
           f"{' (--amp: no fast bf16 on this device)' if args.amp and not bf16 else ''}")
     if device.type == "cuda":  # under torchrun, this process's GPU
         torch.cuda.set_device(device)

@@ -308,6 +308,19 @@ def torchrun(*args, device="cpu"):
                           env={**os.environ, "MPLBACKEND": "Agg"})
 
 
+def test_a_checkpoint_that_keeps_its_losses_as_a_dict_of_d_and_g_still_resumes(tmp_path, image_folder):
+    common = [*SMALL, "--data-root", image_folder, "--epochs", 2]
+    assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
+    checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    rows = checkpoint["losses"]
+    checkpoint["losses"] = {"d": [d for d, _ in rows], "g": [g for _, g in rows]}  # as written before
+    torch.save(checkpoint, tmp_path / "checkpoint_last.pt")
+    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    losses = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["losses"]
+    assert len(losses) == 4 and losses[:3] == rows
+
+
 def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_path):
     out = tmp_path / "ddp"
     result = torchrun("--max-steps", 2, "--batch-size", 4, "--num-workers", 0, "--quiet", "--out", out)
