@@ -259,7 +259,7 @@ def run_lever(name, lever, device, full_mnist, classifier_path, quick, threads=1
                                   "counts": counts}), flush=True)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full-mnist", metavar="ROOT", help="full MNIST, kept in ROOT (see bench/quality.py)")
     p.add_argument("--only", nargs="+", choices=list(LEVERS), help="these levers alone")
@@ -270,7 +270,7 @@ def main():
     p.add_argument("--samples", type=int, default=1000, help="DCGAN levers: noise vectors scored each time")
     p.add_argument("--list", metavar="PREFIX", help="print the levers whose names start so, and stop")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a worker: "name classifier_path"
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.list:
         print(" ".join(name for name in LEVERS if name.startswith(args.list)))
         return

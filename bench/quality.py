@@ -190,7 +190,7 @@ def time_to_picture(final, curve):
     return " and ".join(f"{s:.0f} s" if s is not None else "never" for s in first)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", help="run folders or generator.pt / checkpoint files to score")
     p.add_argument("--train", nargs="*", choices=list(TRAIN_RUNS),
@@ -200,7 +200,7 @@ def main():
     p.add_argument("--out", default="runs/bench", help="where --train writes its runs")
     p.add_argument("--samples", type=int, default=1000, help="fresh digits scored per final generator")
     p.add_argument("--quick", action="store_true", help="1 classifier epoch instead of 5 (a smoke run)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.manual_seed(0)
     if args.full_mnist:  # the classifier learns from the 10,000 test digits, which no GAN here trains on
         images, labels, mnist_train = full_mnist(args.full_mnist)

@@ -229,7 +229,7 @@ def bench_data(repeats):
 def bench_epochs(quick, repeats):
     """A whole epoch, as a learner waits for it: the tutorial's per-image loader feeding its loop
     as printed, against our in-memory batches feeding our train_step, over the same digits."""
-    images_np = np.load(SAMPLE)["images"][:1024 if quick else None]
+    images_np = np.load(SAMPLE)["images"][:256 if quick else None]
     images = torch.from_numpy(images_np)
     cases = [("mnist_mlp_gan", mnist_mlp_gan,
               lambda: (mnist_mlp_gan.Generator(), mnist_mlp_gan.Discriminator()),
@@ -272,7 +272,7 @@ def bench_loader(quick, repeats, device, workers=(2,), folder=None):
     """A CelebA-shaped folder: images/s of an epoch that decodes every JPEG (with each number of `workers`;
     2: Colab's 2 cores) against one that indexes the decoded uint8 cache, beside the DCGAN step's images/s."""
     import tempfile
-    n = 512 if quick else 4096
+    n = 256 if quick else 4096
     with tempfile.TemporaryDirectory() as scratch:
         folder = folder or os.path.join(scratch, "img_align_celeba")
         if not os.path.isdir(folder):
@@ -309,7 +309,7 @@ def bench_loader(quick, repeats, device, workers=(2,), folder=None):
     print(f"  the DCGAN train step, batch {batch}, fp32 {batch / t_step:>14,.0f}")
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small batches and 2 repeats")
     p.add_argument("--repeats", type=int, help="timed repeats of each side (default 5, or 2 with --quick)")
@@ -319,7 +319,7 @@ def main():
     p.add_argument("--workers", type=int, nargs="+", default=[2], help="loader row: worker counts to try")
     p.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled rows (minutes)")
     p.add_argument("--make-celeba", nargs=2, metavar=("FOLDER", "N"), help="write N CelebA-like JPEGs, stop")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.make_celeba:
         from multiprocessing import Pool
         folder, n = args.make_celeba[0], int(args.make_celeba[1])

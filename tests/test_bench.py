@@ -1,7 +1,6 @@
 """The bench scripts start and print their tables on a tiny setting (no timings are asserted)."""
 import io
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -9,15 +8,22 @@ import pytest
 import torch
 
 import mnist_mlp_gan
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 
-def run_bench(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import levers  # noqa: E402
+import quality  # noqa: E402
+import speed  # noqa: E402
+
+
+def run_bench(bench, *args):
+    """A bench's main() in this process (the interpreter's start-up is most of a smoke run's time)."""
+    return run_main(bench, *args)
 
 
 def test_speed_prints_step_rows_for_each_script_each_mnist_epoch_the_data_path_and_the_loader():
-    result = run_bench(os.path.join("bench", "speed.py"), "--quick", "--repeats", "1")
+    result = run_bench(speed, "--quick", "--repeats", "1")
     assert result.returncode == 0, result.stderr
     for name in ("MNIST data pass", "mnist_mlp_gan epoch", "mnist_conv_gan epoch", "matmul ceiling on cpu"):
         assert name in result.stdout
@@ -34,8 +40,6 @@ def test_quality_reads_full_mnist_from_the_wheel_without_trusting_its_pickle(tmp
     import gzip
     import pickle
     import zipfile
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    import quality
     rng = np.random.default_rng(0)
     splits = [(rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))
               for n in (5, 3, 4)]
@@ -56,7 +60,7 @@ def test_quality_reads_full_mnist_from_the_wheel_without_trusting_its_pickle(tmp
 
 
 def test_levers_trains_each_named_lever_and_prints_its_curve():
-    result = run_bench(os.path.join("bench", "levers.py"), "--quick", "--only", "mlp_g8_mbstd", "conv_noise",
+    result = run_bench(levers, "--quick", "--only", "mlp_g8_mbstd", "conv_noise",
                        "--parallel", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
@@ -66,8 +70,6 @@ def test_levers_trains_each_named_lever_and_prints_its_curve():
 
 
 def test_time_to_picture_is_the_first_grid_at_half_and_at_the_whole_final_score():
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    import quality
     curve = [(10, 0.1), (20, 0.3), (30, 0.2), (40, 0.6), (50, 0.5)]
     assert quality.time_to_picture(0.6, curve) == "20 s and 40 s"
     assert quality.time_to_picture(0.9, curve) == "40 s and never"
@@ -75,12 +77,11 @@ def test_time_to_picture_is_the_first_grid_at_half_and_at_the_whole_final_score(
 
 def test_quality_scores_a_run_folder_per_epoch_and_a_dcgan_checkpoint(tmp_path):
     import dcgan_celeba
-    from conftest import run_main
     result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
                       "--device", "cpu",
                       "--quiet", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "20", str(tmp_path))
+    result = run_bench(quality, "--quick", "--samples", "20", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "epoch 1 (64-image grid)" in result.stdout and "checkpoint_last.pt (20 samples)" in result.stdout
 
@@ -93,7 +94,7 @@ def test_quality_scores_real_digits_and_a_generator_the_same_whatever_was_scored
             parameter.mul_(4)
     torch.save(generator.state_dict(), tmp_path / "generator.pt")
     path = str(tmp_path / "generator.pt")
-    result = run_bench(os.path.join("bench", "quality.py"), "--quick", "--samples", "200", path, path)
+    result = run_bench(quality, "--quick", "--samples", "200", path, path)
     assert result.returncode == 0, result.stderr
     assert "accuracy on 500 held-out real digits" in result.stdout
     assert "real held-out digits (ceiling)" in result.stdout

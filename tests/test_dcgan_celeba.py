@@ -175,18 +175,37 @@ def test_cli_writes_grids_plots_a_small_checkpoint_folder_and_a_lesson_8_snapsho
     assert not (tmp_path / "run" / "checkpoint_epoch_001.pt").exists()  # the epoch is not over
 
 
-def test_an_epoch_snapshot_holds_the_drawn_g_d_and_the_epoch_only(tmp_path):
-    faces(tmp_path / "img", 4)
-    result = run_main(dc, "--epochs", 2, *SMALL, "--data-root", tmp_path / "img", "--save-every", 2,
-                      "--out", tmp_path / "run")
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """One two-epoch run on four faces, --save-every 2, shared by the tests that read what it leaves:
+    (its folder, how many times it drew the plots)."""
+    tmp = tmp_path_factory.mktemp("two_epochs")
+    faces(tmp / "img", 4)
+    real_plots, calls = dc.save_plots, []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dc, "save_plots", lambda *args, **kwargs: calls.append(real_plots(*args, **kwargs)))
+        result = run_main(dc, "--epochs", 2, *SMALL, "--data-root", tmp / "img", "--save-every", 2,
+                          "--out", tmp / "run")
     assert result.returncode == 0, result.stderr
-    assert sorted(name for name in os.listdir(tmp_path / "run") if name.endswith(".pt")) == \
+    return tmp / "run", len(calls)
+
+
+def test_an_epoch_snapshot_holds_the_drawn_g_d_and_the_epoch_only(two_epochs):
+    run = two_epochs[0]
+    assert sorted(name for name in os.listdir(run) if name.endswith(".pt")) == \
         ["checkpoint_epoch_002.pt", "checkpoint_last.pt"]
-    snap = torch.load(tmp_path / "run" / "checkpoint_epoch_002.pt", weights_only=True)
-    last = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    snap = torch.load(run / "checkpoint_epoch_002.pt", weights_only=True)
+    last = torch.load(run / "checkpoint_last.pt", weights_only=True)
     assert set(snap) == {"g_model_state_dict", "d_model_state_dict", "epoch"} and snap["epoch"] == 2
     for name, value in snap["g_model_state_dict"].items():  # the averaged G, which the grids draw
         assert torch.equal(value, last["g_ema_state_dict"][name])
+
+
+def test_plots_and_the_gif_are_drawn_once_at_the_end_not_every_epoch(two_epochs):
+    run, plot_calls = two_epochs
+    assert plot_calls == 1
+    with Image.open(run / "progress.gif") as gif:
+        assert gif.n_frames == 2
 
 
 def interrupt_at(monkeypatch, step):
@@ -204,7 +223,7 @@ def interrupt_at(monkeypatch, step):
 def test_ctrl_c_mid_epoch_then_resume_ends_with_the_weights_of_a_run_that_never_stopped(tmp_path,
                                                                                          image_folder,
                                                                                          monkeypatch):
-    common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--epochs", 3]
+    common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--epochs", 2]
     straight = run_main(dc, *common, "--out", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
     with monkeypatch.context() as patch:
@@ -220,19 +239,19 @@ def test_ctrl_c_mid_epoch_then_resume_ends_with_the_weights_of_a_run_that_never_
     assert "resuming with" not in resumed.stdout
     a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 3 and a["losses"] == b["losses"]
+    assert a["epoch"] == b["epoch"] == 2 and a["losses"] == b["losses"]
     for key in ("g_model_state_dict", "d_model_state_dict", "g_ema_state_dict"):
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
     with Image.open(tmp_path / "split" / "progress.gif") as gif:
-        assert gif.n_frames == 3  # the resumed run's GIF starts from the first run's grids
+        assert gif.n_frames == 2  # the resumed run's GIF starts from the first run's grids
 
 
 def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_which_flags_differ(tmp_path,
                                                                                                image_folder):
     common = [*SMALL, "--data-root", image_folder, "--epochs", 2]
     assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
-    checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["batches_done"]) == (2, 1)
+    stopped = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert (stopped["epoch"], stopped["batches_done"]) == (2, 1)
     resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt", "--lr", "1e-4",
                        "--no-label-smoothing")  # as the run's: not named
     assert resumed.returncode == 0, resumed.stderr
@@ -241,6 +260,14 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
     assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (2, 2, 4)
     again = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
+    # a checkpoint written before the losses became [D, G] rows, {"d": [...], "g": [...]}, still resumes
+    rows = stopped["losses"]
+    stopped["losses"] = {"d": [d for d, _ in rows], "g": [g for _, g in rows]}
+    torch.save(stopped, tmp_path / "old.pt")
+    resumed = run_main(dc, "--resume", tmp_path / "old.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    losses = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["losses"]
+    assert len(losses) == 4 and losses[:3] == rows
 
 
 def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
@@ -262,15 +289,13 @@ def test_unreadable_image_names_the_file(tmp_path, image_folder, workers, cache)
     assert_one_line_error(result, "unreadable image", "000001.png")
 
 
-def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, image_folder):
-    out = tmp_path / "run"
-    assert run_main(dc, "--epochs", 1, "--save-every", 1, *SMALL, "--data-root", image_folder,
-                    "--out", out).returncode == 0
+def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, two_epochs):
+    out = two_epochs[0]
     good = (out / "checkpoint_last.pt").read_bytes()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(good[: len(good) // 2])
     assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
-    assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_epoch_001.pt", *SMALL),
+    assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_epoch_002.pt", *SMALL),
                           "holds no training state (KeyError)", "checkpoint_last.pt")
     assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "(FileNotFoundError)")
     assert_one_line_error(run_main(dc, "--resume", tmp_path, *SMALL), "cannot be read")
@@ -308,32 +333,19 @@ def torchrun(*args, device="cpu"):
                           env={**os.environ, "MPLBACKEND": "Agg"})
 
 
-def test_a_checkpoint_that_keeps_its_losses_as_a_dict_of_d_and_g_still_resumes(tmp_path, image_folder):
-    common = [*SMALL, "--data-root", image_folder, "--epochs", 2]
-    assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
-    checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
-    rows = checkpoint["losses"]
-    checkpoint["losses"] = {"d": [d for d, _ in rows], "g": [g for _, g in rows]}  # as written before
-    torch.save(checkpoint, tmp_path / "checkpoint_last.pt")
-    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
-    assert resumed.returncode == 0, resumed.stderr
-    losses = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["losses"]
-    assert len(losses) == 4 and losses[:3] == rows
-
-
-def test_torchrun_two_cpu_processes_rank_0_alone_writes_and_resume_works(tmp_path):
+def test_torchrun_two_cpu_processes_resume_a_run_and_rank_0_alone_writes(tmp_path):
     out = tmp_path / "ddp"
-    result = torchrun("--max-steps", 2, "--batch-size", 4, "--num-workers", 0, "--quiet", "--out", out)
+    assert run_main(dc, "--max-steps", 2, *SMALL, "--out", out).returncode == 0
+    # one launch (each costs three interpreters): DDP's start, its steps, resume and rank 0's writing at once
+    result = torchrun("--max-steps", 2, "--amp", "--resume", out / "checkpoint_last.pt")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("checkpoints, plots and per-epoch grids") == 1  # only rank 0 reports
+    assert result.stdout.count("device: cpu") == 1  # said once, not once a process
+    assert "deprecated" not in result.stderr  # DDP's broadcast_buffers warning, on torch 2.14 and later
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    assert state["batches_done"] == 4 and len(state["losses"]) == 4
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
-    resumed = torchrun("--max-steps", 1, "--amp", "--resume", out / "checkpoint_last.pt")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert torch.load(out / "checkpoint_last.pt", weights_only=True)["batches_done"] == 3
-    assert resumed.stdout.count("device: cpu") == 1  # said once, not once a process
-    assert "deprecated" not in resumed.stderr  # DDP's broadcast_buffers warning, on torch 2.14 and later
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU path is not tested")
@@ -364,16 +376,6 @@ def test_nan_loss_stops_with_a_message_keeps_the_last_good_checkpoint_and_writes
     with Image.open(tmp_path / "progress.gif") as gif:
         assert gif.n_frames == 1
     assert_image(tmp_path / "losses.png")
-
-
-def test_plots_and_the_gif_are_drawn_once_at_the_end_not_every_epoch(tmp_path, image_folder, monkeypatch):
-    real_plots, calls = dc.save_plots, []
-    monkeypatch.setattr(dc, "save_plots", lambda *args, **kwargs: calls.append(real_plots(*args, **kwargs)))
-    result = run_main(dc, "--epochs", 3, "--data-root", image_folder, *SMALL, "--out", tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert len(calls) == 1
-    with Image.open(tmp_path / "progress.gif") as gif:
-        assert gif.n_frames == 3
 
 
 def test_undecoded_epochs_read_each_loader_once_so_the_progress_bar_starts_no_extra_workers(tmp_path,

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 import gaussian_gan as gg
-from conftest import assert_image, assert_one_line_error, linear, n_params, run_main, run_script
+from conftest import assert_image, assert_one_line_error, linear, n_params, run_main
 
 
 def test_generator_maps_each_noise_value_to_one_sample():
@@ -63,8 +63,7 @@ def test_d_step_changes_only_d_and_g_step_only_g():
 
 
 def test_short_seeded_run_gets_the_generated_mean_within_0_3_of_4_and_writes_both_plots(tmp_path):
-    result = run_script("gaussian_gan.py", "--steps", 4000, "--seed", 0, "--print-interval", 1000,
-                        "--out", tmp_path, timeout=120)
+    result = run_main(gg, "--steps", 4000, "--seed", 0, "--print-interval", 1000, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert sum("D: " in line for line in result.stdout.splitlines()) >= 4  # the tutorial's line, every 1,000
     final = result.stdout.strip().splitlines()[-1]

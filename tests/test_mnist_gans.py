@@ -8,7 +8,7 @@ from PIL import Image
 import mnist_conv_gan
 import mnist_mlp_gan
 from conftest import (assert_image, assert_one_line_error, batchnorm, conv, linear, moved, n_params,
-                      run_main, run_script, snapshot)
+                      run_main, snapshot)
 
 TUTORIAL_CONV_GENERATOR = """Generator(
   (gen): Sequential(
@@ -194,11 +194,11 @@ def test_conv_d_loss_on_real_digits_falls_in_first_steps(mnist_sample):
     assert real_loss() < before
 
 
-@pytest.mark.parametrize("script", ["mnist_mlp_gan.py", "mnist_conv_gan.py"])
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_cli_smoke_run_writes_every_output(script, tmp_path):
     out = tmp_path / "out"
-    result = run_script(script, "--max-steps", 2, "--batch-size", 32, "--data-root", tmp_path / "mnist",
-                        "--out", out, "--device", "cpu")
+    result = run_main(script, "--max-steps", 2, "--batch-size", 32, "--data-root", tmp_path / "mnist",
+                      "--out", out, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     # offline: one line says why and that it trains on the bundled real digits
     assert "MNIST download failed" in result.stdout and "bundled 5,000-digit sample" in result.stdout

@@ -10,12 +10,16 @@ import torch
 import dcgan_celeba
 from conftest import ROOT, assert_image
 
-# what a Jupyter or Colab kernel has: its own command line, ipykernel imported, and a cell has no __file__
+# what a Jupyter or Colab kernel has: its own command line, ipykernel imported, and a cell has no __file__;
+# it runs a notebook's cells one after another in one interpreter
 KERNEL = """import sys, types
 sys.argv = ["/usr/local/lib/python3/dist-packages/ipykernel_launcher.py", "-f", "/x/kernel-1234.json"]
 sys.modules["ipykernel"] = types.ModuleType("ipykernel")
-exec(compile(open(sys.argv_cell).read(), "<cell>", "exec"), {"__name__": "__main__"})
-print("cell finished")
+for path in sys.argv_cells:
+    print("CELL_STARTS", flush=True)
+    print("CELL_STARTS", file=sys.stderr, flush=True)
+    exec(compile(open(path).read(), "<cell>", "exec"), {"__name__": "__main__"})
+    print("cell finished", flush=True)
 """
 
 
@@ -28,18 +32,24 @@ def pasted(script, last_line, before_guard=""):
     return text.replace('\nif __name__ == "__main__":', before_guard + '\nif __name__ == "__main__":')
 
 
-def run_cell(cell, tmp_path, cwd=ROOT):
-    """Runs `cell` the way a kernel runs it, in a fresh interpreter: returns the CompletedProcess."""
-    (tmp_path / "cell.py").write_text(cell)
-    program = KERNEL.replace("sys.argv_cell", repr(str(tmp_path / "cell.py")))
-    return subprocess.run([sys.executable, "-c", program], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT})
+def run_cells(cells, tmp_path):
+    """Runs the cells in turn, as a kernel does, in one fresh interpreter: [(stdout, stderr)] of each cell.
 
-
-def assert_finished_quietly(result):
+    Each cell must end by itself, without a traceback or a SystemExit that would end the kernel."""
+    paths = []
+    for i, cell in enumerate(cells):
+        (tmp_path / f"cell_{i}.py").write_text(cell)
+        paths.append(str(tmp_path / f"cell_{i}.py"))
+    program = KERNEL.replace("sys.argv_cells", repr(paths))
+    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cell finished" in result.stdout  # main() returned: no SystemExit ended the cell
-    assert "Traceback" not in result.stderr and "SystemExit" not in result.stderr, result.stderr[-2000:]
+    outputs = list(zip(result.stdout.split("CELL_STARTS\n")[1:], result.stderr.split("CELL_STARTS\n")[1:]))
+    assert len(outputs) == len(cells), result.stderr[-2000:]
+    for out, err in outputs:
+        assert "cell finished" in out, err[-2000:]  # main() returned: no SystemExit ended the cell
+        assert "Traceback" not in err and "SystemExit" not in err, err[-2000:]
+    return outputs
 
 
 @pytest.fixture(scope="module")
@@ -60,60 +70,14 @@ SHORT_RUNS = {  # script: (flags of a short run, files it writes, what main retu
 }
 
 
-@pytest.mark.parametrize("script", list(SHORT_RUNS))
-def test_pasted_into_a_cell_main_takes_flags_writes_its_files_and_returns_the_generator(script, tmp_path):
-    flags, files, returned = SHORT_RUNS[script]
-    flags = flags + ["--out", str(tmp_path / "out")]
-    if script.startswith("mnist"):
-        flags += ["--data-root", str(tmp_path / "mnist")]  # offline: the bundled sample, found under data/
-    result = run_cell(pasted(script, f"print('returned', type(main({flags!r})).__name__)"), tmp_path)
-    assert_finished_quietly(result)
-    assert f"returned {returned}" in result.stdout
-    for name in files:
-        assert (tmp_path / "out" / name).exists(), name
-    assert_image(tmp_path / "out" / files[0])
-
-
-def test_pasted_infer_returns_its_images_and_ignores_the_kernels_argv(tmp_path, generator_checkpoint):
-    flags = ["--checkpoint", str(generator_checkpoint), "--out", str(tmp_path / "grid.png"),
-             "--num-images", "4"]
-    result = run_cell(pasted("infer.py", f"print('returned', tuple(main({flags!r}).shape))"), tmp_path)
-    assert_finished_quietly(result)
-    assert "returned (4, 3, 64, 64)" in result.stdout
-    assert_image(tmp_path / "grid.png")
-    # the unedited last line, main(): the kernel's `-f kernel.json` is not taken for flags
-    result = run_cell(pasted("infer.py", "print('returned', main())"), tmp_path, cwd=tmp_path)
-    assert_finished_quietly(result)
-    assert "unrecognized arguments" not in result.stderr
-    assert result.stderr.strip() == ("error: checkpoint runs/dcgan_celeba/checkpoint_last.pt does not exist "
-                                     "(train one with `python dcgan_celeba.py` or pass --checkpoint)")
-    assert "returned None" in result.stdout
-
-
-@pytest.mark.parametrize("script, flags, message", [
-    ("mnist_mlp_gan.py", ["--epochs", "0"], "error: argument --epochs: must be positive"),
-    ("mnist_conv_gan.py", ["--batch-size", "-1"], "error: argument --batch-size: must be positive"),
-    ("dcgan_celeba.py", ["--data-root", "/no/such"], "error: --data-root /no/such does not exist"),
-    ("gaussian_gan.py", ["--steps", "0"], "error: argument --steps: must be positive"),
-])
-def test_bad_input_in_a_cell_prints_its_one_line_and_ends_the_cell(script, flags, message, tmp_path):
-    flags = flags + ["--out", str(tmp_path / "out")]
-    result = run_cell(pasted(script, f"print('returned', main({flags!r}))"), tmp_path)
-    assert_finished_quietly(result)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
-    assert "returned None" in result.stdout
-
-
-@pytest.mark.parametrize("script", ["mnist_mlp_gan.py", "dcgan_celeba.py", "gaussian_gan.py"])
-def test_interrupting_the_kernel_keeps_the_files_and_ends_the_cell_without_systemexit(script, tmp_path):
-    flags, files, _ = SHORT_RUNS[script]
-    flags = [f for f in flags if f not in ("--max-steps", "2", "--steps", "300")]
-    flags += ["--out", str(tmp_path / "o")]
-    flags += ["--epochs", "3"] if script != "gaussian_gan.py" else ["--steps", "5000"]
-    if script == "mnist_mlp_gan.py":
-        flags += ["--data-root", str(tmp_path / "mnist")]
-    interrupt = """
+BAD_INPUT = {
+    "mnist_mlp_gan.py": (["--epochs", "0"], "error: argument --epochs: must be positive"),
+    "mnist_conv_gan.py": (["--batch-size", "-1"], "error: argument --batch-size: must be positive"),
+    "dcgan_celeba.py": (["--data-root", "/no/such"], "error: --data-root /no/such does not exist"),
+    "gaussian_gan.py": (["--steps", "0"], "error: argument --steps: must be positive"),
+}
+INTERRUPTED = ["mnist_mlp_gan.py", "dcgan_celeba.py", "gaussian_gan.py"]
+INTERRUPT = """
 train_step_as_written, calls = train_step, []
 
 
@@ -124,22 +88,69 @@ def train_step(*args, **kwargs):  # the kernel's interrupt button (a SIGINT), pr
         signal.raise_signal(signal.SIGINT)
     return train_step_as_written(*args, **kwargs)
 """
-    result = run_cell(pasted(script, f"main({flags!r})", before_guard=interrupt), tmp_path)
-    assert_finished_quietly(result)
-    assert_image(tmp_path / "o" / files[0])
+SPAWN = "import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)\n"  # as macOS, Windows
 
 
-def test_pasted_where_processes_spawn_images_are_decoded_in_the_kernel_with_one_line(tmp_path):
+@pytest.fixture(scope="module")
+def session(tmp_path_factory, generator_checkpoint):
+    """One kernel runs every cell below in turn, as a learner's notebook would (an interpreter's start-up
+    is most of each cell's time): returns the folder and {cell name: (stdout, stderr)}."""
     from test_dcgan_celeba import faces
-    faces(tmp_path / "faces", 4)
+    tmp = tmp_path_factory.mktemp("kernel")
+    cells = {}
+    for script, (flags, _) in BAD_INPUT.items():
+        flags = flags + ["--out", str(tmp / "bad")]
+        cells[f"bad {script}"] = pasted(script, f"print('returned', main({flags!r}))")
+    for script in INTERRUPTED:
+        flags = [f for f in SHORT_RUNS[script][0] if f not in ("--max-steps", "2", "--steps", "300")]
+        flags += ["--out", str(tmp / f"interrupted_{script}")]
+        flags += ["--epochs", "3"] if script != "gaussian_gan.py" else ["--steps", "5000"]
+        if script == "mnist_mlp_gan.py":
+            flags += ["--data-root", str(tmp / "mnist")]
+        cells[f"interrupt {script}"] = pasted(script, f"main({flags!r})", before_guard=INTERRUPT)
+    flags = ["--checkpoint", str(generator_checkpoint), "--out", str(tmp / "grid.png"), "--num-images", "4"]
+    cells["infer"] = pasted("infer.py", f"print('returned', tuple(main({flags!r}).shape))")
+    faces(tmp / "faces", 4)
     flags = ["--max-steps", "1", "--batch-size", "2", "--num-workers", "2", "--quiet", "--data-root",
-             str(tmp_path / "faces"), "--out", str(tmp_path / "o")]
-    spawn = "import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)\n"  # as macOS
-    result = run_cell(pasted("dcgan_celeba.py", f"main({flags!r})", before_guard=spawn), tmp_path)
-    assert_finished_quietly(result)
+             str(tmp / "faces"), "--out", str(tmp / "spawned")]
+    cells["spawn"] = pasted("dcgan_celeba.py", f"main({flags!r})", before_guard=SPAWN)
+    # last, as it moves the kernel's folder: the unedited last line, main(), with no checkpoint in reach
+    in_tmp = f"import os\nos.chdir({str(tmp)!r})\n"
+    cells["infer main()"] = in_tmp + pasted("infer.py", "print('returned', main())")
+    return tmp, dict(zip(cells, run_cells(list(cells.values()), tmp)))
+
+
+def test_pasted_infer_returns_its_images_and_ignores_the_kernels_argv(session):
+    tmp, outputs = session
+    assert "returned (4, 3, 64, 64)" in outputs["infer"][0]
+    assert_image(tmp / "grid.png")
+    out, err = outputs["infer main()"]  # the kernel's `-f kernel.json` is not taken for flags
+    assert "unrecognized arguments" not in err
+    assert err.strip() == ("error: checkpoint runs/dcgan_celeba/checkpoint_last.pt does not exist "
+                           "(train one with `python dcgan_celeba.py` or pass --checkpoint)")
+    assert "returned None" in out
+
+
+def test_bad_input_in_a_cell_prints_its_one_line_and_ends_the_cell(session):
+    for script, (_, message) in BAD_INPUT.items():
+        out, err = session[1][f"bad {script}"]
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (script, err)
+        assert "returned None" in out, script
+
+
+def test_interrupting_the_kernel_keeps_the_files_and_ends_the_cell_without_systemexit(session):
+    tmp, outputs = session
+    for script in INTERRUPTED:
+        assert "cell finished" in outputs[f"interrupt {script}"][0]
+        assert_image(tmp / f"interrupted_{script}" / SHORT_RUNS[script][1][0])
+
+
+def test_pasted_where_processes_spawn_images_are_decoded_in_the_kernel_with_one_line(session):
+    tmp, outputs = session
     assert "decoding in this process: spawned workers cannot import code pasted into a notebook cell" in \
-        result.stdout.splitlines()
-    assert_image(tmp_path / "o" / "fake_epoch_001.png")
+        outputs["spawn"][0].splitlines()
+    assert_image(tmp / "spawned" / "fake_epoch_001.png")
 
 
 def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_figures_inline(
@@ -155,7 +166,7 @@ def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_fig
         flags = flags + ["--out", str(tmp_path / script)]
         if script.startswith("mnist"):
             flags += ["--data-root", str(tmp_path / "mnist")]
-        cells[script] = pasted(script, f"main({flags!r})")
+        cells[script] = pasted(script, f"print('returned', type(main({flags!r})).__name__)")
     cells["infer.py"] = pasted("infer.py", f"main(['--checkpoint', {str(generator_checkpoint)!r}, "
                                            f"'--out', {str(tmp_path / 'grid.png')!r}])")
     cells["%run"] = (f"%run mnist_conv_gan.py --max-steps 2 --quiet --data-root {tmp_path / 'mnist'} "
@@ -174,5 +185,10 @@ def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_fig
         assert len(images) == (1 if name == "infer.py" else 2), f"{name}: {len(images)} figures shown inline"
     assert_image(tmp_path / "grid.png")
     assert_image(tmp_path / "percent_run" / "samples_epoch_001.png")
-    for script in SHORT_RUNS:
-        assert (tmp_path / script / SHORT_RUNS[script][1][0]).exists(), script
+    for script, (_, files, returned) in SHORT_RUNS.items():  # main() took its flags, wrote, returned
+        printed = [output.text for output in notebook.cells[list(cells).index(script)].outputs
+                   if output.get("name") == "stdout"]
+        assert f"returned {returned}" in "".join(printed), script
+        for name in files:
+            assert (tmp_path / script / name).exists(), (script, name)
+        assert_image(tmp_path / script / files[0])
