@@ -148,8 +148,9 @@ def bench_steps(quick, repeats, device, only=None, compile_rows=True):
     fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
     matmul = matmul_rates(device, 1024 if quick else 4096 if device == "cpu" else 8192, repeats,
                           device != "cpu" or fast_bf16)
+    bf16_rate = matmul[torch.bfloat16]
     print(f"\nmatmul ceiling on {device}: fp32 {matmul[torch.float32]:.0f} GFLOP/s, "
-          f"bf16 {matmul[torch.bfloat16]:.0f} GFLOP/s")
+          f"bf16 {'not timed' if np.isnan(bf16_rate) else f'{bf16_rate:.0f} GFLOP/s'}")
     print(f"{'train step (images per second)':<40} {'tutorial/s':>12} {'ours/s':>12} {'ratio':>8}"
           f" {'GFLOP/s':>9} {'of matmul':>10}")
     calls = 1 if device == "cpu" else 20  # a GPU step takes milliseconds: time 20 in a row
