@@ -11,19 +11,15 @@ import mnist_mlp_gan
 from conftest import ROOT, run_main
 
 
+# each bench's main() runs in this process: a fresh interpreter's start-up is most of a smoke run's time
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import levers  # noqa: E402
 import quality  # noqa: E402
 import speed  # noqa: E402
 
 
-def run_bench(bench, *args):
-    """A bench's main() in this process (the interpreter's start-up is most of a smoke run's time)."""
-    return run_main(bench, *args)
-
-
 def test_speed_prints_step_rows_for_each_script_each_mnist_epoch_the_data_path_and_the_loader():
-    result = run_bench(speed, "--quick", "--repeats", "1")
+    result = run_main(speed, "--quick", "--repeats", "1")
     assert result.returncode == 0, result.stderr
     for name in ("MNIST data pass", "mnist_mlp_gan epoch", "mnist_conv_gan epoch", "matmul ceiling on cpu"):
         assert name in result.stdout
@@ -60,7 +56,7 @@ def test_quality_reads_full_mnist_from_the_wheel_without_trusting_its_pickle(tmp
 
 
 def test_levers_trains_each_named_lever_and_prints_its_curve():
-    result = run_bench(levers, "--quick", "--only", "mlp_g8_mbstd", "conv_noise",
+    result = run_main(levers, "--quick", "--only", "mlp_g8_mbstd", "conv_noise",
                        "--parallel", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
@@ -81,7 +77,7 @@ def test_quality_scores_a_run_folder_per_epoch_and_a_dcgan_checkpoint(tmp_path):
                       "--device", "cpu",
                       "--quiet", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    result = run_bench(quality, "--quick", "--samples", "20", str(tmp_path))
+    result = run_main(quality, "--quick", "--samples", "20", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "epoch 1 (64-image grid)" in result.stdout and "checkpoint_last.pt (20 samples)" in result.stdout
 
@@ -94,7 +90,7 @@ def test_quality_scores_real_digits_and_a_generator_the_same_whatever_was_scored
             parameter.mul_(4)
     torch.save(generator.state_dict(), tmp_path / "generator.pt")
     path = str(tmp_path / "generator.pt")
-    result = run_bench(quality, "--quick", "--samples", "200", path, path)
+    result = run_main(quality, "--quick", "--samples", "200", path, path)
     assert result.returncode == 0, result.stderr
     assert "accuracy on 500 held-out real digits" in result.stdout
     assert "real held-out digits (ceiling)" in result.stdout
