@@ -65,24 +65,24 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def load_images(paths):  # -> uint8 (len(paths), 3, 64, 64); runs in the DataLoader's worker processes
+def load_images(paths):  # -> uint8 (len(paths), 3, 64, 64) or a text naming the bad file; runs in workers
     images = []
     for path in paths:
         try:
             with Image.open(path) as im:
                 im.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 or 1/4 size where that still covers 64x64
                 images.append(T.functional.pil_to_tensor(T.CenterCrop(64)(T.Resize(64)(im.convert("RGB")))))
-        except OSError as error:  # torchvision's loader does not name the file when a cut-short image fails
-            raise OSError(f"{path}: {error}") from None
+        except OSError as error:  # returned, not raised: a worker that raises stalls its loader's shutdown
+            return f"{path}: {error}"  # named: torchvision's loader does not name a cut-short file
     return torch.stack(images)
 
 
 def decode(paths, batches, num_workers):  # uint8 batches decoded in worker processes; a bad file ends the run
-    try:
-        yield from torch.utils.data.DataLoader(paths, batch_sampler=batches, collate_fn=load_images,
-                                               num_workers=num_workers)
-    except OSError as error:  # from load_images; from a worker, its message's last line
-        fail(f"unreadable image: {str(error).strip().splitlines()[-1]}", "delete or replace the file")
+    for batch in torch.utils.data.DataLoader(paths, batch_sampler=batches, collate_fn=load_images,
+                                             num_workers=num_workers):
+        if isinstance(batch, str):  # what load_images could not read
+            fail(f"unreadable image: {batch}", "delete or replace the file")
+        yield batch
 
 
 def make_dataset(args, rank=0, world=1):  # this process's share: a uint8 (N, C, 64, 64) tensor, or files

@@ -2,22 +2,18 @@ import contextlib
 import io
 import os
 import types
-import subprocess
 import sys
 
 import numpy as np
 import torch
 import pytest
 from PIL import Image
+from torch import nn
+
+import dcgan_celeba
+import infer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_script(script, *args, timeout=300, env=None):
-    """Run one of the top-level scripts as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
 
 
 def assert_one_line_error(result, *fragments):
@@ -81,3 +77,36 @@ def run_main(module, *args):
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+class NarrowGenerator(dcgan_celeba.Generator):
+    """The script's G with a sixteenth of its channels: the same blocks, 64x64 out, a 0.1 MB checkpoint.
+    For tests of the loop's bookkeeping (resume, Ctrl-C, NaN, files), where 12.6M weights are only time."""
+
+    def __init__(self, tutorial=False):
+        nn.Module.__init__(self)
+        self.tutorial = tutorial
+        widths = [dcgan_celeba.Z_DIM, 64, 32, 16, 8]
+        blocks = [self.create_upblock(widths[0], widths[1], 4, 1, 0)]
+        blocks += [self.create_upblock(a, b, 4, 2, 1) for a, b in zip(widths[1:-1], widths[2:])]
+        self.gen = nn.Sequential(*blocks, self.create_upblock(widths[-1], 3, 4, 2, 1, final_layer=True))
+
+
+@pytest.fixture
+def narrow_g(monkeypatch):
+    """dcgan_celeba.py trains, and infer.py draws, the narrow G for this test."""
+    monkeypatch.setattr(dcgan_celeba, "Generator", NarrowGenerator)
+    monkeypatch.setattr(infer, "Generator", NarrowGenerator)
+
+
+@pytest.fixture(scope="session")
+def dcgan_run(tmp_path_factory):
+    """One real dcgan_celeba.py run, the full-size G for 2 steps on the digits, into a folder holding a grid
+    left by an earlier, longer run; shared by the tests that read what it leaves: (its folder, its output)."""
+    out = tmp_path_factory.mktemp("dcgan_run")
+    Image.new("RGB", (530, 530)).save(out / "fake_epoch_002.png")
+    result = run_main(dcgan_celeba, "--max-steps", 2, "--batch-size", 4, "--num-workers", 0,
+                      "--device", "cpu", "--quiet", "--save-every", 1, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+

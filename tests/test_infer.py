@@ -8,13 +8,9 @@ from conftest import assert_image, assert_one_line_error, run_main
 from test_dcgan_celeba import faces
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dcgan")
-    result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
-                        "--device", "cpu", "--quiet", "--out", out)
-    assert result.returncode == 0, result.stderr
-    return out / "checkpoint_last.pt"
+@pytest.fixture
+def checkpoint(dcgan_run):
+    return dcgan_run[0] / "checkpoint_last.pt"  # a real run's, with the full-size G
 
 
 def grid(checkpoint, out, *extra):
@@ -97,7 +93,7 @@ def test_bad_numbers_and_output_paths_exit_2_before_any_work(checkpoint, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]  # nothing written
 
 
-def test_the_average_of_g_is_drawn_as_the_grids_and_epoch_snapshots_are(tmp_path):
+def test_the_average_of_g_is_drawn_as_the_grids_and_epoch_snapshots_are(tmp_path, narrow_g):
     out = tmp_path / "run"
     faces(tmp_path / "faces", 4)
     result = run_main(dcgan_celeba, "--epochs", 1, "--save-every", 1, "--batch-size", 2, "--device", "cpu",
