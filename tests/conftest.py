@@ -86,10 +86,13 @@ class NarrowGenerator(dcgan_celeba.Generator):
     def __init__(self, tutorial=False):
         nn.Module.__init__(self)
         self.tutorial = tutorial
-        widths = [dcgan_celeba.Z_DIM, 64, 32, 16, 8]
-        blocks = [self.create_upblock(widths[0], widths[1], 4, 1, 0)]
-        blocks += [self.create_upblock(a, b, 4, 2, 1) for a, b in zip(widths[1:-1], widths[2:])]
-        self.gen = nn.Sequential(*blocks, self.create_upblock(widths[-1], 3, 4, 2, 1, final_layer=True))
+        self.gen = nn.Sequential(
+            self.create_upblock(dcgan_celeba.Z_DIM, 64, kernel_size=4, stride=1, padding=0),  # 64 x 4 x 4
+            self.create_upblock(64, 32, kernel_size=4, stride=2, padding=1),                  # 32 x 8 x 8
+            self.create_upblock(32, 16, kernel_size=4, stride=2, padding=1),                  # 16 x 16 x 16
+            self.create_upblock(16, 8, kernel_size=4, stride=2, padding=1),                   # 8 x 32 x 32
+            self.create_upblock(8, 3, kernel_size=4, stride=2, padding=1, final_layer=True),  # 3 x 64 x 64
+        )
 
 
 @pytest.fixture
@@ -109,4 +112,3 @@ def dcgan_run(tmp_path_factory):
                       "--device", "cpu", "--quiet", "--save-every", 1, "--out", out)
     assert result.returncode == 0, result.stderr
     return out, result
-

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import dcgan_celeba
 import mnist_mlp_gan
 from conftest import ROOT, run_main
 
@@ -71,7 +72,6 @@ def test_time_to_picture_is_the_first_grid_at_half_and_at_the_whole_final_score(
 
 
 def test_quality_scores_a_run_folder_per_epoch_and_a_dcgan_checkpoint(tmp_path, narrow_g):
-    import dcgan_celeba
     result = run_main(dcgan_celeba, "--max-steps", 1, "--batch-size", 4, "--num-workers", 0,
                       "--device", "cpu", "--quiet", "--out", tmp_path)
     assert result.returncode == 0, result.stderr

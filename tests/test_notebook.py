@@ -147,10 +147,12 @@ def test_interrupting_the_kernel_keeps_the_files_and_ends_the_cell_without_syste
 
 
 def test_pasted_where_processes_spawn_images_are_decoded_in_the_kernel_with_one_line(session):
-    out = session[1]["interrupt dcgan_celeba.py"][0]  # that cell set the start method to spawn
+    tmp, outputs = session
+    out = outputs["interrupt dcgan_celeba.py"][0]  # that cell set the start method to spawn
     assert "decoding in this process: spawned workers cannot import code pasted into a notebook cell" in \
         out.splitlines()
     assert "caching 8 images as uint8: 0.00 GB" in out.splitlines()
+    assert_image(tmp / "interrupted_dcgan_celeba.py" / "fake_epoch_001.png")
 
 
 def test_in_a_real_jupyter_kernel_pasted_cells_and_percent_run_work_and_show_figures_inline(
