@@ -1,14 +1,15 @@
-"""Look at what a trained DCGAN generator learned: a grid of samples, a latent walk, an interpolation.
+"""What a trained DCGAN generator learned: a grid of samples, a latent walk, an interpolation.
 
-    python dcgan_celeba.py --epochs 1 && python infer.py        # samples.png
-    python infer.py --walk --z-index 7 --steps 8 --span 3        # walk.png: only z[7] changes
-    python infer.py --interpolate --steps 10                     # interpolation.png
+    python dcgan_celeba.py --epochs 1 && python infer.py   # samples.png
+    python infer.py --walk --z-index 7 --steps 8 --span 3   # walk.png: only z[7] changes
+    python infer.py --interpolate --steps 10                # interpolation.png
 
-Mirrors gan_inference.py of zhangxiann's PyTorch_Practice, lesson 8 ("8.3 GAN（生成对抗网络）简介"):
+After gan_inference.py in zhangxiann's PyTorch_Practice, lesson 8 ("8.3 GAN（生成对抗网络）简介"):
 https://github.com/zhangxiann/PyTorch_Practice/blob/master/lesson8/gan_inference.py
-It imports its Generator from dcgan_celeba.py, as the tutorial imports from its dcgan module, so a notebook
-runs it from a clone of this repository: main(["--walk", "--z-index", "7"]) returns the images.
+It imports its Generator from dcgan_celeba.py, as the tutorial imports from its dcgan module, so
+a notebook runs it from a clone of this repository: main(["--walk"]) returns the images.
 """
+
 import argparse
 import io
 import os
@@ -22,38 +23,44 @@ from PIL import Image
 
 from dcgan_celeba import Z_DIM, Generator
 
-PREFIXES = ("module.", "_orig_mod.")  # added by DataParallel/DDP and by torch.compile
+# added by DataParallel/DDP and by torch.compile
+PREFIXES = ("module.", "_orig_mod.")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="runs/dcgan_celeba/checkpoint_last.pt",
-                   help="a dcgan_celeba.py checkpoint, or a bare generator state_dict")
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    default_checkpoint = "runs/dcgan_celeba/checkpoint_last.pt"
+    what = "a dcgan_celeba.py checkpoint, or a bare generator state_dict"
+    p.add_argument("--checkpoint", default=default_checkpoint, help=what)
     p.add_argument("--num-images", type=int, default=64, help="samples in the grid (1 to 1024)")
     p.add_argument("--seed", type=int, default=1, help="seed of the fixed noise (tutorial: 1)")
     p.add_argument("--walk", action="store_true", help="vary one dimension of one noise vector")
-    p.add_argument("--z-index", type=int, default=0, help=f"which dimension the walk varies (0..{Z_DIM - 1})")
-    p.add_argument("--steps", type=int, default=8, help="images in a walk or an interpolation (1 to 1024)")
+    p.add_argument("--z-index", type=int, default=0, help="the dimension the walk varies (0..99)")
+    p.add_argument("--steps", type=int, default=8, help="images in a walk or an interpolation")
     p.add_argument("--span", type=float, default=3.0, help="the walk goes from -span to +span")
     p.add_argument("--interpolate", action="store_true", help="slerp between two noise vectors")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="auto picks cuda, then mps, then cpu")
-    p.add_argument("--out", help="picture file to write (default samples.png, walk.png or interpolation.png)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--out", help="picture to write (samples.png, walk.png or interpolation.png)")
     p.add_argument("--show", action="store_true", help="also open the picture in a window")
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    # Errors in one line, without argparse's usage text.
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
     args = p.parse_args(argv)
-    for flag, low, high in (("num_images", 1, 1024), ("steps", 1, 1024), ("z_index", 0, Z_DIM - 1),
-                            ("seed", 0, 2**63 - 1), ("span", 1e-9, 1e9)):
+    limits = {"num_images": (1, 1024), "steps": (1, 1024), "z_index": (0, Z_DIM - 1)}
+    limits.update(seed=(0, 2**63 - 1), span=(1e-9, 1e9))
+    for flag, (low, high) in limits.items():
         value = getattr(args, flag)
         if not low <= value <= high:
             p.error(f"argument --{flag.replace('_', '-')}: must be {low} to {high}, got {value}")
     if args.walk and args.interpolate:
         p.error("choose one of --walk and --interpolate")
-    try:  # a picture of the kind --out names: Pillow reads some kinds it cannot write (.psd, .xbm, .h5, ...)
+    # Pillow reads some kinds of picture it cannot write (.psd, .xbm, .h5, ...)
+    try:
         extension = os.path.splitext(args.out or "samples.png")[1].lower()
-        Image.new("RGB", (8, 8)).save(io.BytesIO(), format=Image.registered_extensions().get(extension))
+        picture_format = Image.registered_extensions().get(extension)
+        Image.new("RGB", (8, 8)).save(io.BytesIO(), format=picture_format)
     except (KeyError, OSError, ValueError):
-        p.error(f"argument --out: {args.out} is not a picture Pillow can write, such as .png or .jpg")
+        p.error(f"argument --out: {args.out} is not a picture Pillow can write, as .png or .jpg")
     return args
 
 
@@ -67,45 +74,55 @@ def strip_prefixes(state_dict):
     clean = {}
     for key, value in state_dict.items():
         while key.startswith(PREFIXES):
-            key = key[len(next(p for p in PREFIXES if key.startswith(p))):]
+            key = key[len(next(p for p in PREFIXES if key.startswith(p))) :]
         clean[key] = value
     return clean
 
 
-def load_generator(path, device="cpu"):
+def read_checkpoint(path):
+    """The checkpoint's contents, loaded on the CPU; a missing or corrupt file is one line."""
     if not os.path.isfile(path):
         what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "does not exist"
-        fail(f"checkpoint {path} {what}", "train one with `python dcgan_celeba.py` or pass --checkpoint")
-    try:  # map_location: a checkpoint saved on a GPU loads on a CPU-only machine
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        fix = "train one with `python dcgan_celeba.py` or pass --checkpoint"
+        fail(f"checkpoint {path} {what}", fix)
+    # map_location: a checkpoint saved on a GPU loads on a CPU-only machine
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "it is corrupt; use another one")
+        fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "use another one")
+
+
+def load_generator(path, device="cpu"):
+    checkpoint = read_checkpoint(path)
     state_dict = None
-    if isinstance(checkpoint, dict):  # the average of G the grids draw, else the tutorial's key, else bare
-        state_dict = checkpoint.get("g_ema_state_dict", checkpoint.get("g_model_state_dict", checkpoint))
-    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
-        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint or a state_dict")
+    # the average of G, which the grids draw; else the tutorial's key; else a bare state_dict
+    if isinstance(checkpoint, dict):
+        state_dict = checkpoint.get("g_model_state_dict", checkpoint)
+        state_dict = checkpoint.get("g_ema_state_dict", state_dict)
+    if not isinstance(state_dict, dict) or not all(map(torch.is_tensor, state_dict.values())):
+        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint")
     state_dict = strip_prefixes(state_dict)
-    generator = Generator(tutorial="gen.4.1.running_mean" in state_dict)  # --tutorial-recipe's G
+    # --tutorial-recipe's G has BatchNorm in its last block
+    generator = Generator(tutorial="gen.4.1.running_mean" in state_dict)
     try:
         generator.load_state_dict(state_dict)
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:160]
-        fail(f"{path} does not fit the DCGAN generator: {detail}", "was it written by dcgan_celeba.py?")
-    # tutorial: no eval(), so BatchNorm uses batch statistics and each image depends on its batch-mates
+        fail(f"{path} does not fit the DCGAN generator: {detail}", "was it dcgan_celeba.py's?")
+    # tutorial: no eval(), so BatchNorm uses batch statistics: an image depends on its batch-mates
     return generator.to(device).eval()
 
 
 def walk_noise(z, z_index, steps, span):
-    """`steps` copies of z (1, Z, 1, 1) with only dimension z_index set to values from -span to +span."""
-    # tutorial: `add_noise = single_noise[0, z_idx, 0, 0] + i*0.01` writes one scalar into all 100 dimensions
+    """`steps` copies of z (1, Z, 1, 1), dimension z_index alone set to -span ... +span."""
+    # tutorial: `add_noise = single_noise[0, z_idx, 0, 0] + i*0.01` sets all 100 dimensions
     noise = z.repeat(steps, 1, 1, 1)
     noise[:, z_index, 0, 0] = torch.linspace(-span, span, steps)
     return noise
 
 
 def slerp(a, b, steps):
-    """Spherical interpolation from a to b (each (1, Z, 1, 1)): stays where Gaussian noise has its mass."""
+    """Spherical interpolation from a to b (each (1, Z, 1, 1)): where Gaussian noise has mass."""
     t = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
     omega = torch.acos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
     if omega.abs() < 1e-6:
@@ -113,39 +130,59 @@ def slerp(a, b, steps):
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
-def run(args):
-    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the picture shows inline
-    if not args.show:
-        plt.switch_backend("Agg")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device == "auto":
-        args.device = next(name for name in ("cuda", "mps", "cpu") if available[name])
-    if not available[args.device]:
-        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
-    default_out = "walk.png" if args.walk else "interpolation.png" if args.interpolate else "samples.png"
-    out = args.out or default_out
-    if os.path.isdir(out):
-        fail(f"--out {out} is a folder, not a picture file", "give a path such as grid.png")
-    try:  # now, before the work
-        tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(out))).close()
-    except OSError as error:
-        fail(f"--out {out} cannot be written ({error.strerror})", "give a path in a folder you can write to")
-    generator = load_generator(args.checkpoint, args.device)
-
-    seeded = torch.Generator().manual_seed(args.seed)  # noise drawn on the CPU: the same on any device
+def make_noise(args):
+    """The noise the picture is drawn from, and its images per row."""
+    # drawn on the CPU: the same numbers on any device
+    seeded = torch.Generator().manual_seed(args.seed)
     if args.walk:
         z = torch.randn(1, Z_DIM, 1, 1, generator=seeded)
-        noise, nrow = walk_noise(z, args.z_index, args.steps, args.span), args.steps
-    elif args.interpolate:
+        return walk_noise(z, args.z_index, args.steps, args.span), args.steps
+    if args.interpolate:
         a, b = torch.randn(2, 1, Z_DIM, 1, 1, generator=seeded)
-        noise, nrow = slerp(a, b, args.steps), args.steps
-    else:
-        noise, nrow = torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8
+        return slerp(a, b, args.steps), args.steps
+    return torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8
+
+
+def pick_device(args):
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    available = {"cuda": cuda, "mps": mps, "cpu": True}
+    if args.device == "auto":
+        args.device = next(name for name, present in available.items() if present)
+    if not available[args.device]:
+        fail(f"--device {args.device}: {args.device.upper()} is not available", "use cpu or auto")
+
+
+def check_out(out):
+    """Fails now, before the work, where --out cannot be written."""
+    if os.path.isdir(out):
+        fail(f"--out {out} is a folder, not a picture file", "give a path such as grid.png")
+    try:
+        tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(out))).close()
+    except OSError as error:
+        fail(f"--out {out} cannot be written ({error.strerror})", "give a folder you can write to")
+
+
+def run(args):
+    # in a notebook, the picture shows inline
+    args.show = args.show or "ipykernel" in sys.modules
+    if not args.show:
+        plt.switch_backend("Agg")
+    pick_device(args)
+    # by default, named after what it shows
+    out = args.out or "samples.png"
+    if args.out is None and args.walk:
+        out = "walk.png"
+    if args.out is None and args.interpolate:
+        out = "interpolation.png"
+    check_out(out)
+    generator = load_generator(args.checkpoint, args.device)
+    noise, nrow = make_noise(args)
     with torch.no_grad():
         images = generator(noise.to(args.device)).cpu()
     vutils.save_image(images, out, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
     print(f"wrote {len(images)} images to {out}")
-    if args.show:  # the images themselves: matplotlib cannot read every format back (.pdf, .eps)
+    # the images themselves: matplotlib cannot read every format back (.pdf, .eps)
+    if args.show:
         grid = vutils.make_grid(images, nrow, normalize=True, value_range=(-1, 1))
         plt.imshow(grid.permute(1, 2, 0).numpy())
         plt.axis("off")
@@ -153,11 +190,17 @@ def run(args):
     return images
 
 
-def main(argv=None):  # the command line's entry, and a notebook's: main(["--walk"]) returns the images
-    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
-        return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
-    except (SystemExit, KeyboardInterrupt) as stop:  # Ctrl-C: nothing half-written to keep
-        if "ipykernel" not in sys.modules:  # in a notebook, the error's line is printed and the cell ends
+def main(argv=None):
+    """The command line's entry, and a notebook's: main(["--walk"]) returns the images."""
+    # Pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not ours.
+    if argv is None and "__file__" not in globals():
+        argv = []
+    try:
+        return run(parse_args(argv))
+    # Ctrl-C: nothing half-written to keep
+    except (SystemExit, KeyboardInterrupt) as stop:
+        # in a notebook, the error's line is printed and the cell ends
+        if "ipykernel" not in sys.modules:
             sys.exit(stop.code if isinstance(stop, SystemExit) else 130)
 
 

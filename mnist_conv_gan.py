@@ -1,8 +1,10 @@
 """A small conv GAN learns MNIST digits, after AskPython's "Training your first GAN in PyTorch":
 https://www.askpython.com/python-modules/training-gan-in-pytorch
 
-    python mnist_conv_gan.py                    # full MNIST if it can download, else the bundled sample
+    python mnist_conv_gan.py                    # full MNIST if it downloads, else the sample
+    python mnist_conv_gan.py --tutorial-recipe  # the tutorial's batch, epochs and rate; the last G
 """
+
 import argparse
 import os
 import sys
@@ -19,30 +21,37 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 Z_DIM = 100
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."  # "." for a pasted cell
+# The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
 SAMPLE = os.path.join(HERE, "data", "mnist_sample.npz")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, help="passes over the data (default 5 of MNIST, 60 of the sample)")
-    p.add_argument("--batch-size", type=int, help="images per batch (default 64; the tutorial's 512)")
-    p.add_argument("--lr", type=float, help="G's Adam lr (default 4e-4, tutorial 2e-4); D's stays 2e-4")
-    p.add_argument("--tutorial-recipe", action="store_true", help="batch 512, 100 epochs, one lr, the last G")
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    p.add_argument("--epochs", type=int, help="passes over the data (default 5, the sample 60)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default 64, tutorial 512)")
+    p.add_argument("--lr", type=float, help="G's Adam rate (default 4e-4, tutorial 2e-4); D: 2e-4")
+    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's training; last G")
     p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--out", default="runs/mnist_conv_gan", help="folder for every file written")
-    p.add_argument("--max-steps", type=int, help="stop after this many iterations in total (smoke runs)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--data-root", default="data", help="where MNIST is, or is downloaded to")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--show", action="store_true", help="also open the loss figure in a window")
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    p.add_argument("--show", action="store_true", help="also open the loss figure")
+    # Errors in one line, without argparse's usage text.
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
     args = p.parse_args(argv)
     for flag in ("epochs", "batch_size", "lr", "max_steps"):
-        if getattr(args, flag) is not None and not 0 < getattr(args, flag) < float("inf"):
-            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
-    if not 0 <= args.seed < 2**32 or (args.lr or 0) > 1:  # an Adam step moves each weight by about lr
-        p.error(f"argument --seed must be 0 to 2**32 - 1 and --lr at most 1 (got {args.seed}, {args.lr})")
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    # an Adam step moves each weight by about lr
+    if args.lr is not None and args.lr > 1:
+        p.error(f"argument --lr: must be at most 1, got {args.lr}")
     return args
 
 
@@ -51,29 +60,39 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def load_mnist(data_root):  # returns (images uint8 (N, 28, 28), is_full_mnist)
-    if os.path.isfile(data_root):
-        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST is in or goes to")
-    for name, size in (("train-images-idx3-ubyte", 47_040_016), ("train-labels-idx1-ubyte", 60_008)):
-        path = os.path.join(data_root, "MNIST", "raw", name)  # downloaded before, and since damaged?
+def check_mnist_files(data_root):
+    """A download cut short leaves a file torchvision would read as garbage: name it."""
+    sizes = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008}
+    for name, size in sizes.items():
+        path = os.path.join(data_root, "MNIST", "raw", name)
         if os.path.exists(path) and os.path.getsize(path) != size:
-            fail(f"{path} is not MNIST's: {os.path.getsize(path):,} bytes", "delete it to download it again")
+            found = f"{os.path.getsize(path):,} bytes"
+            fail(f"{path} is not MNIST's: {found}", "delete it to download it again")
+
+
+def load_mnist(data_root):
+    """(uint8 digits (N, 28, 28), whether they are all of MNIST's 60,000 or the bundled 5,000)."""
+    if os.path.isfile(data_root):
+        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST goes to")
+    check_mnist_files(data_root)
     try:
         return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
-    except (RuntimeError, OSError) as error:  # offline: a note, not an error
+    # offline: a note, not an error
+    except (RuntimeError, OSError) as error:
         reason = str(error).strip().splitlines()[-1].strip("<>")
-        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample {SAMPLE}")
+        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample")
         with np.load(SAMPLE) as sample:
             return torch.from_numpy(sample["images"]), False
 
 
 def batches(images, batch_size, device):
-    """Shuffled batches in [-1, 1], shape (B, 1, 28, 28); the last one may be short, as the tutorial's."""
+    """Shuffled batches in [-1, 1], shape (B, 1, 28, 28); the tutorial keeps a short last one."""
     order = torch.randperm(len(images)).to(images.device)
     for start in range(0, len(images), batch_size):
-        batch = images[order[start:start + batch_size]].to(device, non_blocking=True)
-        # tutorial: ToTensor only, so real images in [0, 1] face a tanh generator's [-1, 1]; rescale them
-        yield batch.unsqueeze(1).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+        batch = images[order[start : start + batch_size]].to(device, non_blocking=True)
+        # tutorial: ToTensor only, real images in [0, 1] against a tanh G's [-1, 1]: rescaled
+        batch = batch.unsqueeze(1).float().div_(127.5).sub_(1.0)
+        yield batch.contiguous(memory_format=torch.channels_last)
 
 
 class Generator(nn.Module):
@@ -108,7 +127,8 @@ class Discriminator(nn.Module):
             nn.Conv2d(hidden_dim, hidden_dim * 2, 4, 2),  # (hidden_dim*2) x 5 x 5
             nn.BatchNorm2d(hidden_dim * 2),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(hidden_dim * 2, 1, 4, 2),  # 1 x 1 x 1: a logit; the loss applies the sigmoid stably
+            # 1 x 1 x 1: a logit; the loss applies the sigmoid, where it is numerically stable
+            nn.Conv2d(hidden_dim * 2, 1, 4, 2),
         )
 
     def forward(self, image):
@@ -116,7 +136,8 @@ class Discriminator(nn.Module):
         return disc_pred.view(len(disc_pred), -1)
 
 
-def weights_init(m):  # the tutorial's: N(0, 0.02) for convolution weights and BatchNorm scales
+def weights_init(m):
+    """The tutorial's: N(0, 0.02) for convolution weights and BatchNorm scales."""
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     if isinstance(m, nn.BatchNorm2d):
@@ -124,124 +145,183 @@ def weights_init(m):  # the tutorial's: N(0, 0.02) for convolution weights and B
 
 
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
-    """One D update, then one G update on the same fake batch. Returns (d_loss, g_loss) as tensors."""
-    # tutorial: a second noise batch for G, and retain_graph=True for nothing; one fake batch serves both
+    """One D update, then one G update on the same fake batch: (d_loss, g_loss) as tensors."""
+    bce = F.binary_cross_entropy_with_logits
+    # tutorial: a second noise batch for G, and retain_graph=True for nothing; one fake serves both
     fake = generator(torch.randn(len(real), Z_DIM, device=real.device))
-    # (1) Update D: maximize log D(x) + log(1 - D(G(z))), averaged over the two halves as the tutorial
+    # (1) Update D: maximize log D(x) + log(1 - D(G(z))), the halves averaged as the tutorial does
     d_optimizer.zero_grad()
-    fake_logits, real_logits = discriminator(fake.detach()), discriminator(real)
-    d_loss = (F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)) +
-              F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))) / 2
+    fake_logits = discriminator(fake.detach())
+    real_logits = discriminator(real)
+    loss_fake = bce(fake_logits, torch.zeros_like(fake_logits))
+    loss_real = bce(real_logits, torch.ones_like(real_logits))
+    d_loss = (loss_fake + loss_real) / 2
     d_loss.backward()
     d_optimizer.step()
     # (2) Update G: maximize log D(G(z))
     g_optimizer.zero_grad()
     fake_logits = discriminator(fake)
-    g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    g_loss = bce(fake_logits, torch.ones_like(fake_logits))
     g_loss.backward()
     g_optimizer.step()
     return d_loss.detach(), g_loss.detach()
 
 
-def train(args, images, device):
-    # channels_last: the layout oneDNN and cuDNN convolutions run fastest in (~1.3x per step on CPU)
-    generator = Generator(Z_DIM, 1).to(device, memory_format=torch.channels_last).apply(weights_init)
-    discriminator = Discriminator(1).to(device, memory_format=torch.channels_last).apply(weights_init)
+def build_gan(args, device):
+    """G, D, their Adam optimizers, and the G whose samples are shown (an average of G)."""
+    # channels_last: the layout oneDNN and cuDNN convolutions run fastest in (~1.3x on a CPU)
+    layout = torch.channels_last
+    generator = Generator(Z_DIM, 1).to(device, memory_format=layout).apply(weights_init)
+    discriminator = Discriminator(1).to(device, memory_format=layout).apply(weights_init)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.995), use_buffers=True)
-    shown = generator if args.tutorial_recipe else averaged.module  # tutorial: the last G; ours: an average
+    # tutorial: samples from the last G; an average of its recent weights draws cleaner digits
+    ema = get_ema_multi_avg_fn(0.995)
+    averaged = AveragedModel(generator, multi_avg_fn=ema, use_buffers=True)
+    shown = generator if args.tutorial_recipe else averaged.module
+    return generator, discriminator, g_optimizer, d_optimizer, averaged, shown
+
+
+def save_epoch(args, epoch, epoch_losses, shown, fixed_noise):
+    """What an epoch leaves: a line in loss.txt, a grid, generator.pt; returns the grid's path."""
+    d_mean, g_mean = epoch_losses.mean(0).tolist()
+    line = f"[{epoch}/{args.epochs}]: loss_d: {d_mean:.3f}, loss_g: {g_mean:.3f}"
+    with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
+        print(line, file=loss_file)
+    print(line)
+    grid_path = os.path.join(args.out, f"samples_epoch_{epoch:03d}.png")
+    # eval(): BatchNorm's running statistics, not this batch's
+    with torch.no_grad():
+        grid = shown.eval()(fixed_noise)
+    shown.train()
+    torchvision.utils.save_image(grid, grid_path, nrow=8, normalize=True, value_range=(-1, 1))
+    # written whole, then renamed: an interrupted save keeps the last good file
+    path = os.path.join(args.out, "generator.pt")
+    torch.save(shown.state_dict(), path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return grid_path
+
+
+def train(args, images, device):
+    generator, discriminator, g_optimizer, d_optimizer, averaged, shown = build_gan(args, device)
     fixed_noise = torch.randn(64, Z_DIM, device=device)
-    history, grid_paths, step, interrupted = [], [], 0, False  # history: (D, G) loss per iteration
+    # (D, G) losses per step, the grids' paths
+    history, grid_paths = [], []
+    steps_left = args.max_steps or float("inf")
+    interrupted = False
     for epoch in range(1, args.epochs + 1):
-        epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
-        bar = tqdm(batches(images, args.batch_size, device), total=-(-len(images) // args.batch_size),
-                   desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
+        # (D, G) per step, kept on the device until the epoch ends: no wait for the GPU
+        epoch_losses = []
+        reals = batches(images, args.batch_size, device)
+        description = f"epoch {epoch}/{args.epochs}"
+        total = -(-len(images) // args.batch_size)
+        bar = tqdm(reals, total=total, desc=description, disable=args.quiet, leave=False)
         try:
             for real in bar:
-                d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real)
+                losses = train_step(generator, discriminator, g_optimizer, d_optimizer, real)
                 averaged.update_parameters(generator)
-                epoch_losses.append(torch.stack([d_loss, g_loss]))
-                step += 1
-                if step == args.max_steps:
+                epoch_losses.append(torch.stack(losses))
+                if len(epoch_losses) == steps_left:
                     break
+        # Ctrl-C, or a notebook's interrupt button: keep what was learned so far
         except KeyboardInterrupt:
             interrupted = True
         if not epoch_losses:
             break
         epoch_losses = torch.stack(epoch_losses).cpu()
         if not epoch_losses.isfinite().all():
-            kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""  # else it is not this run's
+            # generator.pt is this run's only after its first epoch
+            kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""
             fail(f"loss became NaN/inf in epoch {epoch}", f"lower --lr{kept}")
         history += epoch_losses.tolist()
-        line = "[{}/{}]: loss_d: {:.3f}, loss_g: {:.3f}".format(epoch, args.epochs, *epoch_losses.mean(0))
-        with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
-            print(line, file=loss_file)
-        grid_paths.append(os.path.join(args.out, f"samples_epoch_{epoch:03d}.png"))
-        with torch.no_grad():  # eval(): BatchNorm's running statistics, not this batch's
-            grid = shown.eval()(fixed_noise)
-        shown.train()
-        torchvision.utils.save_image(grid, grid_paths[-1], nrow=8, normalize=True, value_range=(-1, 1))
-        torch.save(shown.state_dict(), os.path.join(args.out, "generator.pt.tmp"))
-        os.replace(os.path.join(args.out, "generator.pt.tmp"), os.path.join(args.out, "generator.pt"))
-        print(line)
-        if interrupted or step == args.max_steps:
+        grid_paths.append(save_epoch(args, epoch, epoch_losses, shown, fixed_noise))
+        steps_left -= len(epoch_losses)
+        if interrupted or steps_left == 0:
             break
     return shown, history, grid_paths, interrupted
 
 
 def save_plots(history, grid_paths, out, show=False):
+    """losses.png and progress.gif; with show, the losses and the last grid in windows."""
     plt.figure(figsize=(8, 4))
     plt.plot(history, label=["D", "G"], alpha=0.8)
-    plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
+    title = "Generator and discriminator loss during training"
+    plt.gca().set(xlabel="iteration", ylabel="loss", title=title)
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    every = -(-len(grid_paths) // 50)  # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    every = -(-len(grid_paths) // 50)
     frames = [Image.open(path) for path in grid_paths[::every] + grid_paths[-1:]]
-    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
-                   duration=200, loop=0)
-    if show:  # the losses and the last grid, in windows or inline in a notebook
-        plt.figure(figsize=(4, 4)).add_axes((0, 0, 1, 1), xticks=[], yticks=[]).imshow(frames[-1])
+    gif_path = os.path.join(out, "progress.gif")
+    frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=200, loop=0)
+    if show:
+        axes = plt.figure(figsize=(4, 4)).add_axes((0, 0, 1, 1), xticks=[], yticks=[])
+        axes.imshow(frames[-1])
         plt.show()
     plt.close("all")
 
 
+def pick_device(args):
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    available = {"cuda": cuda, "mps": mps, "cpu": True}
+    if args.device == "auto":
+        args.device = next(name for name, present in available.items() if present)
+    if not available[args.device]:
+        fail(f"--device {args.device}: {args.device.upper()} is not available", "use cpu or auto")
+
+
+def check_out(out):
+    """Makes --out and writes a file there now, rather than fail after an epoch."""
+    if os.path.isfile(out):
+        fail(f"--out {out} is a file, not a folder", "give a folder you can write to")
+    try:
+        os.makedirs(out, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as error:
+        fail(f"--out {out} cannot be written ({error.strerror})", "give a folder you can write to")
+
+
 def run(args):
-    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
+    # in a notebook, the last figures show inline
+    args.show = args.show or "ipykernel" in sys.modules
     if not args.show:
         plt.switch_backend("Agg")
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    args.device = next(k for k in available if available[k]) if args.device == "auto" else args.device
-    if not available[args.device]:
-        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
-    try:  # now, not after an epoch
-        os.makedirs(args.out, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as error:
-        what = f"cannot be written ({error.strerror})"
-        what = "is a file, not a folder" if os.path.isfile(args.out) else what
-        fail(f"--out {args.out} {what}", "give a folder you can write to")
+    pick_device(args)
+    check_out(args.out)
     torch.manual_seed(args.seed)
     images, full = load_mnist(args.data_root)
-    # tutorial: batch 512 for 100 epochs; 64 gives a CPU 8x the steps a minute and better digits sooner
+    # tutorial: batch 512 for 100 epochs; 64 gives a CPU 8x the steps a minute, good digits sooner
     args.batch_size = args.batch_size or (512 if args.tutorial_recipe else 64)
-    args.epochs = args.epochs or ((100 if full else 1200) if args.tutorial_recipe else (5 if full else 60))
-    args.lr = args.lr or (2e-4 if args.tutorial_recipe else 4e-4)  # tutorial: 2e-4; a 2x faster G learns more
-    recipe = "the tutorial's recipe" if args.tutorial_recipe else f"G's lr {args.lr:g}, D's 2e-4, an EMA of G"
-    print(f"training {args.epochs} epochs of {args.batch_size}-image batches on {args.device}: {recipe}")
-    generator, history, grid_paths, interrupted = train(args, images.to(args.device), args.device)
+    epochs = (100, 1200) if args.tutorial_recipe else (5, 60)
+    # about as many steps on the sample as on full MNIST
+    args.epochs = args.epochs or (epochs[0] if full else epochs[1])
+    # tutorial: 2e-4; a 2x faster G learns more
+    args.lr = args.lr or (2e-4 if args.tutorial_recipe else 4e-4)
+    recipe = f"G's lr {args.lr:g}, D's 2e-4, an EMA of G"
+    if args.tutorial_recipe:
+        recipe = "the tutorial's recipe"
+    batches_of = f"{args.batch_size}-image batches"
+    print(f"training {args.epochs} epochs of {batches_of} on {args.device}: {recipe}")
+    images = images.to(args.device)
+    generator, history, grid_paths, interrupted = train(args, images, args.device)
     if grid_paths:
         save_plots(history, grid_paths, args.out, args.show)
-        print(f"{len(grid_paths)} grids, losses.png, progress.gif, loss.txt and generator.pt in {args.out}")
+        print(f"{len(grid_paths)} grids, losses.png, progress.gif, generator.pt in {args.out}")
     if interrupted:
+        print(f"interrupted in epoch {len(grid_paths)}: its files hold the run so far")
         sys.exit(130)
     return generator
 
 
-def main(argv=None):  # the command line's entry, and a notebook's: main(["--epochs", "5"]) returns G
-    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
-        return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
-    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
+def main(argv=None):
+    """The command line's entry, and a notebook's: main(["--epochs", "5"]) returns G."""
+    # Pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not ours.
+    if argv is None and "__file__" not in globals():
+        argv = []
+    try:
+        return run(parse_args(argv))
+    # its line is printed; in a notebook the cell ends here, not with a SystemExit
+    except SystemExit:
         if "ipykernel" not in sys.modules:
             raise
 

@@ -1,9 +1,10 @@
-"""Two 4-layer MLPs learn to draw MNIST digits, after Mo's "GAN入门实践" (after lyeoni/pytorch-mnist-GAN):
-https://momodel.cn/workspace/5f8914daed01547e8804ede7/app
+"""Two 4-layer MLPs learn to draw MNIST digits, after Mo's "GAN入门实践" on the Mo platform blog
+(its code after lyeoni/pytorch-mnist-GAN): https://momodel.cn/workspace/5f8914daed01547e8804ede7/app
 
-    python mnist_mlp_gan.py                     # full MNIST if it can download, else the bundled sample
-    python mnist_mlp_gan.py --tutorial-recipe   # the tutorial's learning rates, betas and epochs, the last G
+    python mnist_mlp_gan.py                    # full MNIST if it downloads, else the bundled sample
+    python mnist_mlp_gan.py --tutorial-recipe  # the tutorial's rates, betas and epochs; the last G
 """
+
 import argparse
 import os
 import platform
@@ -20,32 +21,40 @@ from PIL import Image
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-Z_DIM, MNIST_DIM = 100, 28 * 28
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."  # "." for a pasted cell
+Z_DIM = 100
+MNIST_DIM = 28 * 28
+# The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
 SAMPLE = os.path.join(HERE, "data", "mnist_sample.npz")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, help="passes over the data (default 20, on the sample 240)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch; short last batch dropped")
-    p.add_argument("--lr", type=float, help="G's Adam lr (default 8e-4, tutorial 2e-4); D's stays 2e-4")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast: a bf16 CPU's default")
-    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's lr, betas, epochs; last G")
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    p.add_argument("--epochs", type=int, help="passes over the data (default 20, the sample 240)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch (the last: full)")
+    p.add_argument("--lr", type=float, help="G's Adam rate (default 8e-4, tutorial 2e-4); D: 2e-4")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast on a CPU")
+    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's training; last G")
     p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: GPU first")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--out", default="runs/mnist_mlp_gan", help="folder for every file written")
-    p.add_argument("--max-steps", type=int, help="stop after this many iterations in total (smoke runs)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--data-root", default="data", help="where MNIST is, or is downloaded to")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--show", action="store_true", help="also open the loss figure and last grid in a window")
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage dump
+    p.add_argument("--show", action="store_true", help="also open the losses and last grid")
+    # Errors in one line, without argparse's usage text.
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
     args = p.parse_args(argv)
     for flag in ("epochs", "batch_size", "lr", "max_steps"):
-        if getattr(args, flag) is not None and not 0 < getattr(args, flag) < float("inf"):
-            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {getattr(args, flag)}")
-    if not 0 <= args.seed < 2**32 or (args.lr or 0) > 1:  # an Adam step moves each weight by about lr
-        p.error(f"argument --seed must be 0 to 2**32 - 1 and --lr at most 1 (got {args.seed}, {args.lr})")
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    # an Adam step moves each weight by about lr
+    if args.lr is not None and args.lr > 1:
+        p.error(f"argument --lr: must be at most 1, got {args.lr}")
     return args
 
 
@@ -54,28 +63,38 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def load_mnist(data_root):  # returns (images uint8 (N, 28, 28), is_full_mnist)
-    if os.path.isfile(data_root):
-        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST is in or goes to")
-    for name, size in (("train-images-idx3-ubyte", 47_040_016), ("train-labels-idx1-ubyte", 60_008)):
-        path = os.path.join(data_root, "MNIST", "raw", name)  # downloaded before, and since damaged?
+def check_mnist_files(data_root):
+    """A download cut short leaves a file torchvision would read as garbage: name it."""
+    sizes = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008}
+    for name, size in sizes.items():
+        path = os.path.join(data_root, "MNIST", "raw", name)
         if os.path.exists(path) and os.path.getsize(path) != size:
-            fail(f"{path} is not MNIST's: {os.path.getsize(path):,} bytes", "delete it to download it again")
+            found = f"{os.path.getsize(path):,} bytes"
+            fail(f"{path} is not MNIST's: {found}", "delete it to download it again")
+
+
+def load_mnist(data_root):
+    """(uint8 digits (N, 28, 28), whether they are all of MNIST's 60,000 or the bundled 5,000)."""
+    if os.path.isfile(data_root):
+        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST goes to")
+    check_mnist_files(data_root)
     try:
         return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
-    except (RuntimeError, OSError) as error:  # offline: a note, not an error
+    # offline: a note, not an error
+    except (RuntimeError, OSError) as error:
         reason = str(error).strip().splitlines()[-1].strip("<>")
-        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample {SAMPLE}")
+        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample")
         with np.load(SAMPLE) as sample:
             return torch.from_numpy(sample["images"]), False
 
 
 def batches(images, batch_size, device):
-    """Shuffled batches in [-1, 1], shape (B, 784); the short last batch is dropped, as in the tutorial."""
+    """Shuffled batches in [-1, 1], shape (B, 784); the tutorial drops a short last batch too."""
     order = torch.randperm(len(images)).to(images.device)
     for start in range(0, len(images) - batch_size + 1, batch_size):
-        batch = images[order[start:start + batch_size]].to(device, non_blocking=True)
-        yield batch.view(len(batch), -1).float().div_(127.5).sub_(1.0)  # = ToTensor + Normalize(0.5, 0.5)
+        batch = images[order[start : start + batch_size]].to(device, non_blocking=True)
+        # = ToTensor + Normalize(0.5, 0.5)
+        yield batch.view(len(batch), -1).float().div_(127.5).sub_(1.0)
 
 
 class Generator(nn.Module):
@@ -86,7 +105,8 @@ class Generator(nn.Module):
         self.fc3 = nn.Linear(self.fc2.out_features, self.fc2.out_features * 2)
         self.fc4 = nn.Linear(self.fc3.out_features, g_output_dim)
 
-    def forward(self, x):  # (B, 100) -> 256 -> 512 -> 1024 -> (B, 784) in [-1, 1]
+    # (B, 100) -> 256 -> 512 -> 1024 -> (B, 784) in [-1, 1]
+    def forward(self, x):
         x = F.leaky_relu(self.fc1(x), 0.2)
         x = F.leaky_relu(self.fc2(x), 0.2)
         x = F.leaky_relu(self.fc3(x), 0.2)
@@ -100,9 +120,11 @@ class Discriminator(nn.Module):
         self.fc2 = nn.Linear(self.fc1.out_features, self.fc1.out_features // 2)
         self.fc3 = nn.Linear(self.fc2.out_features, self.fc2.out_features // 2)
         self.fc4 = nn.Linear(self.fc3.out_features, 1)
-        self.dropout = nn.Dropout(0.3)  # tutorial: F.dropout(x, 0.3), which stays on in eval() too
+        # tutorial: F.dropout(x, 0.3), which stays on in eval() too
+        self.dropout = nn.Dropout(0.3)
 
-    def forward(self, x):  # (B, 784) -> 1024 -> 512 -> 256 -> (B, 1) probability of "real"
+    # (B, 784) -> 1024 -> 512 -> 256 -> (B, 1) probability of "real"
+    def forward(self, x):
         x = self.dropout(F.leaky_relu(self.fc1(x), 0.2))
         x = self.dropout(F.leaky_relu(self.fc2(x), 0.2))
         x = self.dropout(F.leaky_relu(self.fc3(x), 0.2))
@@ -110,21 +132,25 @@ class Discriminator(nn.Module):
 
 
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real, amp_dtype=None):
-    """One D update, then one G update on the same fake batch. Returns (d_loss, g_loss) as tensors."""
-    ones, zeros = real.new_ones(len(real), 1), real.new_zeros(len(real), 1)  # sized by the batch, not `bs`
+    """One D update, then one G update on the same fake batch: (d_loss, g_loss) as tensors."""
+    # float targets sized by the batch, not by `bs`
+    ones = real.new_ones(len(real), 1)
+    zeros = real.new_zeros(len(real), 1)
     autocast = torch.autocast(real.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-    with autocast:  # the forward passes in bf16 on a bf16 CPU; the losses in fp32
-        # tutorial: G_train draws a second noise batch and runs G again; one fake batch serves both steps
+    # the forward passes in bf16 on a bf16 CPU; the losses in fp32
+    with autocast:
+        # tutorial: G_train draws a second noise batch and runs G again; one fake serves both
         fake = generator(torch.randn(len(real), Z_DIM, device=real.device))
         # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
-        # tutorial: D(x_real) and D(x_fake) are two calls; one call on both is one matrix multiply a layer
+        # tutorial: D(x_real) and D(x_fake) in two calls; in one, each layer is one matrix multiply
         scores = discriminator(torch.cat([real, fake.detach()])).float()
     d_optimizer.zero_grad()
-    d_loss = F.binary_cross_entropy(scores, torch.cat([ones, zeros])) * 2  # the tutorial's sum of two means
+    # the tutorial's sum of two means
+    d_loss = F.binary_cross_entropy(scores, torch.cat([ones, zeros])) * 2
     d_loss.backward()
     d_optimizer.step()
     # (2) Update G: maximize log D(G(z))
-    # tutorial: G's backward also fills D's weight gradients, only to throw them away; freeze D for it
+    # tutorial: G's backward also fills D's weight gradients, then drops them; D is frozen for it
     g_optimizer.zero_grad()
     discriminator.requires_grad_(False)
     with autocast:
@@ -136,8 +162,10 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, amp_dty
     return d_loss.detach(), g_loss.detach()
 
 
-def train(args, images, device, amp_dtype):
-    generator, discriminator = Generator().to(device), Discriminator().to(device)
+def build_gan(args, device):
+    """G, D, their Adam optimizers, and the G whose samples are shown (an average of G)."""
+    generator = Generator().to(device)
+    discriminator = Discriminator().to(device)
     # tutorial: default betas (0.9, 0.999); with momentum 0.5 G learns digits about twice as fast
     betas = (0.9, 0.999) if args.tutorial_recipe else (0.5, 0.999)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=betas)
@@ -145,103 +173,165 @@ def train(args, images, device, amp_dtype):
     # tutorial: samples from the last G; an average of its recent weights draws cleaner digits
     averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999))
     shown = generator if args.tutorial_recipe else averaged.module
+    return generator, discriminator, g_optimizer, d_optimizer, averaged, shown
+
+
+def save_epoch(args, epoch, epoch_losses, shown, fixed_noise):
+    """What an epoch leaves: a line in loss.txt, a grid, generator.pt; returns the grid's path."""
+    d_mean, g_mean = epoch_losses.mean(0).tolist()
+    line = f"[{epoch}/{args.epochs}]: loss_d: {d_mean:.3f}, loss_g: {g_mean:.3f}"
+    with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
+        print(line, file=loss_file)
+    print(line)
+    grid_path = os.path.join(args.out, f"samples_epoch_{epoch:03d}.png")
+    # G has no dropout or BatchNorm: no eval() needed
+    with torch.no_grad():
+        grid = shown(fixed_noise).view(-1, 1, 28, 28)
+    torchvision.utils.save_image(grid, grid_path, nrow=8, normalize=True, value_range=(-1, 1))
+    # written whole, then renamed: an interrupted save keeps the last good file
+    path = os.path.join(args.out, "generator.pt")
+    torch.save(shown.state_dict(), path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return grid_path
+
+
+def train(args, images, device, amp_dtype):
+    generator, discriminator, g_optimizer, d_optimizer, averaged, shown = build_gan(args, device)
     fixed_noise = torch.randn(64, Z_DIM, device=device)
-    history, grid_paths, step, interrupted = [], [], 0, False  # history: (D, G) loss per iteration
+    # (D, G) losses per step, the grids' paths
+    history, grid_paths = [], []
+    steps_left = args.max_steps or float("inf")
+    interrupted = False
     for epoch in range(1, args.epochs + 1):
-        epoch_losses = []  # (D, G) per iteration, kept on the device until the epoch ends
-        bar = tqdm(batches(images, args.batch_size, device), total=len(images) // args.batch_size,
-                   desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
+        # (D, G) per step, kept on the device until the epoch ends: no wait for the GPU
+        epoch_losses = []
+        reals = batches(images, args.batch_size, device)
+        description = f"epoch {epoch}/{args.epochs}"
+        total = len(images) // args.batch_size
+        bar = tqdm(reals, total=total, desc=description, disable=args.quiet, leave=False)
         try:
             for real in bar:
-                d_loss, g_loss = train_step(generator, discriminator, g_optimizer, d_optimizer, real,
-                                            amp_dtype)
+                losses = train_step(
+                    generator, discriminator, g_optimizer, d_optimizer, real, amp_dtype
+                )
                 averaged.update_parameters(generator)
-                epoch_losses.append(torch.stack([d_loss, g_loss]))
-                step += 1
-                if step == args.max_steps:
+                epoch_losses.append(torch.stack(losses))
+                if len(epoch_losses) == steps_left:
                     break
+        # Ctrl-C, or a notebook's interrupt button: keep what was learned so far
         except KeyboardInterrupt:
             interrupted = True
         if not epoch_losses:
             break
         epoch_losses = torch.stack(epoch_losses).cpu()
         if not epoch_losses.isfinite().all():
-            kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""  # else it is not this run's
+            # generator.pt is this run's only after its first epoch
+            kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""
             fail(f"loss became NaN/inf in epoch {epoch}", f"lower --lr{kept}")
         history += epoch_losses.tolist()
-        line = "[{}/{}]: loss_d: {:.3f}, loss_g: {:.3f}".format(epoch, args.epochs, *epoch_losses.mean(0))
-        with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
-            print(line, file=loss_file)
-        grid_paths.append(os.path.join(args.out, f"samples_epoch_{epoch:03d}.png"))
-        with torch.no_grad():  # G has no dropout or BatchNorm: no eval() needed
-            grid = shown(fixed_noise).view(-1, 1, 28, 28)
-        torchvision.utils.save_image(grid, grid_paths[-1], nrow=8, normalize=True, value_range=(-1, 1))
-        torch.save(shown.state_dict(), os.path.join(args.out, "generator.pt.tmp"))
-        os.replace(os.path.join(args.out, "generator.pt.tmp"), os.path.join(args.out, "generator.pt"))
-        print(line)
-        if interrupted or step == args.max_steps:
+        grid_paths.append(save_epoch(args, epoch, epoch_losses, shown, fixed_noise))
+        steps_left -= len(epoch_losses)
+        if interrupted or steps_left == 0:
             break
     return shown, history, grid_paths, interrupted
 
 
 def save_plots(history, grid_paths, out, show=False):
+    """losses.png and progress.gif; with show, the losses and the last grid in windows."""
     plt.figure(figsize=(8, 4))
     plt.plot(history, label=["D", "G"], alpha=0.8)
-    plt.gca().set(xlabel="iteration", ylabel="loss", title="Generator and discriminator loss during training")
+    title = "Generator and discriminator loss during training"
+    plt.gca().set(xlabel="iteration", ylabel="loss", title=title)
     plt.legend()
     plt.savefig(os.path.join(out, "losses.png"), dpi=100, bbox_inches="tight")
-    every = -(-len(grid_paths) // 50)  # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    # at most ~50 frames (300 grids make a 14 MB GIF), ending on the last
+    every = -(-len(grid_paths) // 50)
     frames = [Image.open(path) for path in grid_paths[::every] + grid_paths[-1:]]
-    frames[0].save(os.path.join(out, "progress.gif"), save_all=True, append_images=frames[1:],
-                   duration=200, loop=0)
-    if show:  # the losses and the last grid, in windows or inline in a notebook
-        plt.figure(figsize=(4, 4)).add_axes((0, 0, 1, 1), xticks=[], yticks=[]).imshow(frames[-1])
+    gif_path = os.path.join(out, "progress.gif")
+    frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=200, loop=0)
+    if show:
+        axes = plt.figure(figsize=(4, 4)).add_axes((0, 0, 1, 1), xticks=[], yticks=[])
+        axes.imshow(frames[-1])
         plt.show()
     plt.close("all")
 
 
+def pick_device(args):
+    """The device, and bf16 autocast (on a CPU with bf16 instructions) or fp32 (None)."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    available = {"cuda": cuda, "mps": mps, "cpu": True}
+    if args.device == "auto":
+        args.device = next(name for name, present in available.items() if present)
+    if not available[args.device]:
+        fail(f"--device {args.device}: {args.device.upper()} is not available", "use cpu or auto")
+    # bf16 instructions: AVX-512 BF16 on x86, BF16 on Arm
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    else:
+        fast_bf16 = torch.cpu._is_avx512_bf16_supported()
+    if args.device == "cpu" and args.amp is not False and fast_bf16:
+        return torch.bfloat16
+    return None
+
+
+def check_out(out):
+    """Makes --out and writes a file there now, rather than fail after an epoch."""
+    if os.path.isfile(out):
+        fail(f"--out {out} is a file, not a folder", "give a folder you can write to")
+    try:
+        os.makedirs(out, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as error:
+        fail(f"--out {out} cannot be written ({error.strerror})", "give a folder you can write to")
+
+
 def run(args):
-    args.show = args.show or "ipykernel" in sys.modules  # in a notebook, the last figures show inline
+    # in a notebook, the last figures show inline
+    args.show = args.show or "ipykernel" in sys.modules
     if not args.show:
         plt.switch_backend("Agg")
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    args.device = next(k for k in available if available[k]) if args.device == "auto" else args.device
-    if not available[args.device]:
-        fail(f"--device {args.device} but {args.device.upper()} is not available", "use --device cpu or auto")
-    try:  # now, not after an epoch
-        os.makedirs(args.out, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as error:
-        what = f"cannot be written ({error.strerror})"
-        what = "is a file, not a folder" if os.path.isfile(args.out) else what
-        fail(f"--out {args.out} {what}", "give a folder you can write to")
-    arm = platform.machine().lower() in ("arm64", "aarch64")  # bf16 instructions: AVX-512 BF16, Arm's BF16
-    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if arm else torch.cpu._is_avx512_bf16_supported()
-    amp_dtype = torch.bfloat16 if args.device == "cpu" and args.amp is not False and fast_bf16 else None
-    precision = "bfloat16 autocast" if amp_dtype else "fp32 (--amp: no fast bf16)" if args.amp else "fp32"
+    amp_dtype = pick_device(args)
+    check_out(args.out)
     torch.manual_seed(args.seed)
     images, full = load_mnist(args.data_root)
     if args.batch_size > len(images):
-        fail(f"--batch-size {args.batch_size} is more than the {len(images)} images", "use a smaller batch")
-    # tutorial: 2e-4 for G and 10 epochs; a 4x faster G ends the collapse onto a few digits (RESULTS)
+        what = f"--batch-size {args.batch_size} is more than the {len(images)} images"
+        fail(what, "use a smaller batch")
+    # tutorial: 2e-4 for G and 10 epochs; a 4x faster G ends the collapse onto a few digits
     args.lr = args.lr or (2e-4 if args.tutorial_recipe else 8e-4)
+    # about as many steps on the sample as on full MNIST
     args.epochs = args.epochs or (10 if args.tutorial_recipe else 20) * (1 if full else 12)
-    recipe = "the tutorial's recipe" if args.tutorial_recipe else f"G's lr {args.lr:g}, D's 2e-4, an EMA of G"
-    print(f"training {args.epochs} epochs, {len(images) // args.batch_size * args.epochs:,} batches of "
-          f"{args.batch_size} on {args.device} in {precision}: {recipe}")
-    generator, history, grid_paths, interrupted = train(args, images.to(args.device), args.device, amp_dtype)
+    precision = "bfloat16 autocast" if amp_dtype else "fp32"
+    if args.amp and not amp_dtype:
+        precision += " (--amp: no fast bf16)"
+    recipe = f"G's lr {args.lr:g}, D's 2e-4, an EMA of G"
+    if args.tutorial_recipe:
+        recipe = "the tutorial's recipe"
+    steps = len(images) // args.batch_size * args.epochs
+    print(
+        f"training {args.epochs} epochs, {steps:,} batches of {args.batch_size} "
+        f"on {args.device} in {precision}: {recipe}"
+    )
+    images = images.to(args.device)
+    generator, history, grid_paths, interrupted = train(args, images, args.device, amp_dtype)
     if grid_paths:
         save_plots(history, grid_paths, args.out, args.show)
-        print(f"{len(grid_paths)} grids, losses.png, progress.gif, loss.txt and generator.pt in {args.out}")
+        print(f"{len(grid_paths)} grids, losses.png, progress.gif, generator.pt in {args.out}")
     if interrupted:
+        print(f"interrupted in epoch {len(grid_paths)}: its files hold the run so far")
         sys.exit(130)
     return generator
 
 
-def main(argv=None):  # the command line's entry, and a notebook's: main(["--epochs", "5"]) returns G
-    try:  # pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not the user's
-        return run(parse_args(argv if argv is not None or "__file__" in globals() else []))
-    except SystemExit:  # its line is printed; a notebook's cell ends here, not with a SystemExit
+def main(argv=None):
+    """The command line's entry, and a notebook's: main(["--epochs", "5"]) returns G."""
+    # Pasted into a notebook cell (no __file__), sys.argv holds the kernel's flags, not ours.
+    if argv is None and "__file__" not in globals():
+        argv = []
+    try:
+        return run(parse_args(argv))
+    # its line is printed; in a notebook the cell ends here, not with a SystemExit
+    except SystemExit:
         if "ipykernel" not in sys.modules:
             raise
 
