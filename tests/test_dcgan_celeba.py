@@ -8,11 +8,23 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    ROOT,
+    NarrowGenerator,
+    assert_image,
+    assert_one_line_error,
+    batchnorm,
+    conv,
+    isolate,
+    moved,
+    n_params,
+    run_main,
+    snapshot,
+    watch_each_half,
+)
 from PIL import Image
 
 import dcgan_celeba as dc
-from conftest import (ROOT, NarrowGenerator, assert_image, assert_one_line_error, batchnorm, conv, moved,
-                      n_params, run_main, snapshot)
 
 SMALL = ["--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--quiet"]
 
@@ -20,7 +32,7 @@ SMALL = ["--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--quiet"]
 def faces(folder, count=8, start=0):
     """`count` real face pictures as JPEG/PNG files of CelebA's 178x218 in `folder`."""
     with np.load(os.path.join(ROOT, "data", "faces_sample.npz")) as f:
-        pictures = f["images"][start:start + count]
+        pictures = f["images"][start : start + count]
     os.makedirs(folder, exist_ok=True)
     for i, face in enumerate(pictures, start):
         name = f"{i + 1:06d}.{'jpg' if i % 2 else 'png'}"
@@ -29,7 +41,8 @@ def faces(folder, count=8, start=0):
 
 @pytest.fixture
 def image_folder(tmp_path):
-    """Eight faces in CelebA's official layout: Img/img_align_celeba/ beside Anno/ and Eval/ text files."""
+    """Eight faces in CelebA's official layout: Img/img_align_celeba/ beside Anno/ and Eval/ text
+    files."""
     faces(tmp_path / "celeba" / "Img" / "img_align_celeba")
     for name in ("Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt"):
         (tmp_path / "celeba" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -42,12 +55,29 @@ def test_models_have_the_tutorials_shapes_and_parameter_counts_less_the_two_batc
     fake = g(torch.randn(3, 100, 1, 1))
     assert fake.shape == (3, 3, 64, 64) and fake.abs().max() <= 1
     assert d(fake).shape == (3, 1)
-    # the tutorial's layers, without BatchNorm(3) before G's Tanh and BatchNorm(32) on D's input block
-    assert n_params(g) == (conv(100, 1024, 4, False) + batchnorm(1024) + conv(1024, 512, 4, False) +
-                           batchnorm(512) + conv(512, 256, 4, False) + batchnorm(256) +
-                           conv(256, 128, 4, False) + batchnorm(128) + conv(128, 3, 4, False))
-    assert n_params(d) == (conv(3, 32, 4) + conv(32, 64, 4) + batchnorm(64) + conv(64, 128, 4) +
-                           batchnorm(128) + conv(128, 128, 4) + batchnorm(128) + conv(128, 1, 4))
+    # the tutorial's layers, without BatchNorm(3) before G's Tanh and BatchNorm(32) on D's input
+    # block
+    assert n_params(g) == (
+        conv(100, 1024, 4, False)
+        + batchnorm(1024)
+        + conv(1024, 512, 4, False)
+        + batchnorm(512)
+        + conv(512, 256, 4, False)
+        + batchnorm(256)
+        + conv(256, 128, 4, False)
+        + batchnorm(128)
+        + conv(128, 3, 4, False)
+    )
+    assert n_params(d) == (
+        conv(3, 32, 4)
+        + conv(32, 64, 4)
+        + batchnorm(64)
+        + conv(64, 128, 4)
+        + batchnorm(128)
+        + conv(128, 128, 4)
+        + batchnorm(128)
+        + conv(128, 1, 4)
+    )
     # padded 4x4 kernels at stride 2 halve the image in each block: 64 -> 32 -> 16 -> 8 -> 4 -> 1
     x, sizes = fake, []
     for block in d.disc:
@@ -58,11 +88,14 @@ def test_models_have_the_tutorials_shapes_and_parameter_counts_less_the_two_batc
 
 def test_tutorial_recipe_builds_the_tutorials_models_exactly_as_printed():
     g, d = dc.Generator(tutorial=True), dc.Discriminator(tutorial=True)
-    assert isinstance(g.gen[-1][1], torch.nn.BatchNorm2d) and isinstance(d.disc[0][1], torch.nn.BatchNorm2d)
+    assert isinstance(g.gen[-1][1], torch.nn.BatchNorm2d) and isinstance(
+        d.disc[0][1], torch.nn.BatchNorm2d
+    )
     assert n_params(g) == n_params(dc.Generator()) + batchnorm(3)
     assert n_params(d) == n_params(dc.Discriminator()) + batchnorm(32)
     x, sizes = torch.randn(2, 3, 64, 64), []
-    for block in d.disc:  # unpadded, its third block at stride 1
+    # unpadded, its third block at stride 1
+    for block in d.disc:
         x = block(x)
         sizes.append(x.shape[-1])
     assert sizes == [31, 14, 11, 4, 1]
@@ -72,24 +105,33 @@ def test_tutorial_recipe_builds_the_tutorials_models_exactly_as_printed():
 @pytest.mark.parametrize("layout", ["official", "torchvision", "kaggle"])
 def test_every_image_under_the_root_is_found_in_each_celeba_layout(layout, tmp_path, capsys):
     root = tmp_path / "celeba"
-    folder = {"official": root / "Img" / "img_align_celeba", "torchvision": root / "img_align_celeba",
-              "kaggle": root / "img_align_celeba" / "img_align_celeba"}[layout]
+    folder = {
+        "official": root / "Img" / "img_align_celeba",
+        "torchvision": root / "img_align_celeba",
+        "kaggle": root / "img_align_celeba" / "img_align_celeba",
+    }[layout]
     faces(folder, 5)
-    faces(folder / "more", 3, start=5)  # and in a sub-folder
-    notes = {"official": ["Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt"],
-             "torchvision": ["list_attr_celeba.txt", "identity_CelebA.txt"],
-             "kaggle": ["list_attr_celeba.csv", "list_bbox_celeba.csv"]}[layout]
+    # and in a sub-folder
+    faces(folder / "more", 3, start=5)
+    notes = {
+        "official": ["Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt"],
+        "torchvision": ["list_attr_celeba.txt", "identity_CelebA.txt"],
+        "kaggle": ["list_attr_celeba.csv", "list_bbox_celeba.csv"],
+    }[layout]
     for note in notes:
         (root / note).parent.mkdir(parents=True, exist_ok=True)
         (root / note).write_text("image_id,x\n")
-    faces(root / ".ipynb_checkpoints", 2)  # Jupyter's copies: skipped, as every hidden folder
+    # Jupyter's copies: skipped, as every hidden folder
+    faces(root / ".ipynb_checkpoints", 2)
     (root / "empty").mkdir()
     images = dc.make_dataset(dc.parse_args(["--data-root", str(root), *map(str, SMALL)]))
     assert images.shape == (8, 3, 64, 64) and images.dtype == torch.uint8
     assert capsys.readouterr().out.splitlines()[0] == f"8 images in {folder}"
 
 
-def test_the_default_data_folder_in_celebas_own_layout_is_used_not_the_digits(tmp_path, monkeypatch, capsys):
+def test_the_default_data_folder_in_celebas_own_layout_is_used_not_the_digits(
+    tmp_path, monkeypatch, capsys
+):
     faces(tmp_path / "data" / "celeba" / "Img" / "img_align_celeba", 4)
     (tmp_path / "data" / "celeba" / "Anno").mkdir()
     monkeypatch.setattr(dc, "HERE", str(tmp_path))
@@ -98,18 +140,23 @@ def test_the_default_data_folder_in_celebas_own_layout_is_used_not_the_digits(tm
 
 
 def test_cached_pixels_equal_the_decoded_ones_and_no_cache_keeps_the_files(image_folder, capsys):
-    cached = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--num-workers", "2"]))
+    cached = dc.make_dataset(
+        dc.parse_args(["--data-root", str(image_folder), "--num-workers", "2"])
+    )
     assert "caching 8 images as uint8: 0.00 GB" in capsys.readouterr().out
     paths = sorted(str(p) for p in (image_folder / "Img" / "img_align_celeba").iterdir())
     assert torch.equal(cached, torch.cat([dc.load_images([path]) for path in paths]))
-    assert cached.min() == 0 and cached.max() > 200  # real pictures, as uint8
+    # real pictures, as uint8
+    assert cached.min() == 0 and cached.max() > 200
     files = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--no-cache"]))
     assert files == paths
 
 
 def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch_and_it_says_so(
-        image_folder, monkeypatch, capsys, tmp_path, narrow_g):
-    monkeypatch.setattr(dc.os, "sysconf", lambda name: 10 if name == "SC_PHYS_PAGES" else 4096)  # 40 kB
+    image_folder, monkeypatch, capsys, tmp_path, narrow_g
+):
+    # 40 kB
+    monkeypatch.setattr(dc.os, "sysconf", lambda name: 10 if name == "SC_PHYS_PAGES" else 4096)
     assert isinstance(dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)])), list)
     assert "not caching 0.0 GB (over 1/4 of the memory)" in capsys.readouterr().out
     result = run_main(dc, "--data-root", image_folder, "--epochs", 2, *SMALL, "--out", tmp_path)
@@ -128,16 +175,20 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
     def run():
         torch.manual_seed(0)
         g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
-        real = dc.make_dataset(dc.parse_args(["--quiet"]))[:4].float().div(127.5).sub(1).expand(-1, 3, -1, -1)
-        g0, d0 = snapshot(g), snapshot(d)
-        frozen_g = torch.optim.SGD(g.parameters(), lr=0.0)
-        losses = dc.train_step(g, d, frozen_g, torch.optim.Adam(d.parameters()), real)
-        assert moved(g0, g) == 0 and moved(d0, d) == len(d0)
-        d1 = snapshot(d)
-        frozen_d = torch.optim.SGD(d.parameters(), lr=0.0)
-        losses += dc.train_step(g, d, torch.optim.Adam(g.parameters()), frozen_d, real, label_smoothing=True)
-        assert moved(d1, d) == 0 and moved(g0, g) == len(g0)
+        real = (
+            dc.make_dataset(dc.parse_args(["--quiet"]))[:4]
+            .float()
+            .div(127.5)
+            .sub(1)
+            .expand(-1, 3, -1, -1)
+        )
+        g_opt, d_opt = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+        check_each_half = watch_each_half(g, d, g_opt, d_opt)
+        losses = dc.train_step(g, d, g_opt, d_opt, real)
+        check_each_half()
+        losses += dc.train_step(g, d, g_opt, d_opt, real, label_smoothing=True)
         return [x.item() for x in losses]
+
     first = run()
     assert np.isfinite(first).all() and first == run()
 
@@ -155,47 +206,75 @@ def test_the_average_of_g_moves_towards_g_weights_and_batchnorm_statistics():
             assert torch.allclose(value, torch.full_like(value, 0.25)), name
 
 
-def test_cli_writes_grids_plots_a_small_checkpoint_folder_and_a_lesson_8_snapshot(dcgan_run):
+def test_cli_writes_grids_plots_and_a_checkpoint_but_no_snapshot_mid_epoch(dcgan_run):
     run, result = dcgan_run
-    assert "training on 5,000 MNIST digits" in result.stdout  # no CelebA: says so, trains on the digits
+    # no CelebA: says so, trains on the digits
+    assert "training on 5,000 MNIST digits" in result.stdout
     assert assert_image(run / "fake_epoch_001.png") == (8 * 66 + 2,) * 2
     for name in ("losses.png", "real_vs_fake.png", "progress.gif"):
         assert_image(run / name)
     with Image.open(run / "progress.gif") as gif:
-        assert gif.n_frames == 1  # this run's one epoch, not the stale grid
+        # this run's one epoch, not the stale grid
+        assert gif.n_frames == 1
     checkpoint = torch.load(run / "checkpoint_last.pt", weights_only=True)
-    assert set(checkpoint) == {"g_model_state_dict", "d_model_state_dict", "g_ema_state_dict", "epoch",
-                               "g_optimizer_state_dict", "d_optimizer_state_dict", "batches_done", "args",
-                               "rng_state", "losses"}
+    assert set(checkpoint) == {
+        "g_model_state_dict",
+        "d_model_state_dict",
+        "g_ema_state_dict",
+        "epoch",
+        "g_optimizer_state_dict",
+        "d_optimizer_state_dict",
+        "batches_done",
+        "args",
+        "rng_state",
+        "losses",
+    }
     assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (1, 2, 2)
     dc.Generator().load_state_dict(checkpoint["g_ema_state_dict"])
-    assert not (run / "checkpoint_epoch_001.pt").exists()  # the epoch is not over
+    # the epoch is not over
+    assert not (run / "checkpoint_epoch_001.pt").exists()
 
 
 @pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory):
-    """One two-epoch run on four faces, --save-every 2, shared by the tests that read what it leaves:
-    (its folder, how many times it drew the plots)."""
+def two_epochs(tmp_path_factory, sandbox):
+    """One two-epoch run on four faces, --save-every 2, shared by the tests that read what it
+    leaves: (its folder, how many times it drew the plots)."""
     tmp = tmp_path_factory.mktemp("two_epochs")
     faces(tmp / "img", 4)
     real_plots, calls = dc.save_plots, []
     with pytest.MonkeyPatch.context() as patch:
+        isolate(patch, sandbox)
         patch.setattr(dc, "Generator", NarrowGenerator)
-        patch.setattr(dc, "save_plots", lambda *args, **kwargs: calls.append(real_plots(*args, **kwargs)))
-        result = run_main(dc, "--epochs", 2, *SMALL, "--data-root", tmp / "img", "--save-every", 2,
-                          "--out", tmp / "run")
+        patch.setattr(
+            dc, "save_plots", lambda *args, **kwargs: calls.append(real_plots(*args, **kwargs))
+        )
+        result = run_main(
+            dc,
+            "--epochs",
+            2,
+            *SMALL,
+            "--data-root",
+            tmp / "img",
+            "--save-every",
+            2,
+            "--out",
+            tmp / "run",
+        )
     assert result.returncode == 0, result.stderr
     return tmp / "run", len(calls)
 
 
 def test_an_epoch_snapshot_holds_the_drawn_g_d_and_the_epoch_only(two_epochs):
     run = two_epochs[0]
-    assert sorted(name for name in os.listdir(run) if name.endswith(".pt")) == \
-        ["checkpoint_epoch_002.pt", "checkpoint_last.pt"]
+    assert sorted(name for name in os.listdir(run) if name.endswith(".pt")) == [
+        "checkpoint_epoch_002.pt",
+        "checkpoint_last.pt",
+    ]
     snap = torch.load(run / "checkpoint_epoch_002.pt", weights_only=True)
     last = torch.load(run / "checkpoint_last.pt", weights_only=True)
     assert set(snap) == {"g_model_state_dict", "d_model_state_dict", "epoch"} and snap["epoch"] == 2
-    for name, value in snap["g_model_state_dict"].items():  # the averaged G, which the grids draw
+    # the averaged G, which the grids draw
+    for name, value in snap["g_model_state_dict"].items():
         assert torch.equal(value, last["g_ema_state_dict"][name])
 
 
@@ -207,7 +286,8 @@ def test_plots_and_the_gif_are_drawn_once_at_the_end_not_every_epoch(two_epochs)
 
 
 def interrupt_at(monkeypatch, step):
-    """Ctrl-C during the `step`-th call of train_step (1-based): the run ends that step, saves and stops."""
+    """Ctrl-C during the `step`-th call of train_step (1-based): the run ends that step, saves and
+    stops."""
     real_step, calls = dc.train_step, []
 
     def step_with_ctrl_c(*args, **kwargs):
@@ -215,16 +295,19 @@ def interrupt_at(monkeypatch, step):
         if len(calls) == step:
             signal.raise_signal(signal.SIGINT)
         return real_step(*args, **kwargs)
+
     monkeypatch.setattr(dc, "train_step", step_with_ctrl_c)
 
 
-def test_ctrl_c_mid_epoch_then_resume_ends_with_the_weights_of_a_run_that_never_stopped(
-        tmp_path, image_folder, monkeypatch, narrow_g):
+def test_ctrl_c_mid_epoch_then_resume_ends_with_the_real_gs_weights_of_a_run_never_stopped(
+    tmp_path, image_folder, monkeypatch
+):
     common = [*SMALL, "--data-root", image_folder, "--seed", 3, "--epochs", 2]
     straight = run_main(dc, *common, "--out", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
     with monkeypatch.context() as patch:
-        interrupt_at(patch, 3)  # epochs of 2 batches: the 2nd epoch's 1st batch
+        # epochs of 2 batches: the 2nd epoch's 1st batch
+        interrupt_at(patch, 3)
         stopped = run_main(dc, *common, "--out", tmp_path / "split")
     assert stopped.returncode == 130 and "interrupted" in stopped.stdout
     checkpoint = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
@@ -240,24 +323,34 @@ def test_ctrl_c_mid_epoch_then_resume_ends_with_the_weights_of_a_run_that_never_
     for key in ("g_model_state_dict", "d_model_state_dict", "g_ema_state_dict"):
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
     with Image.open(tmp_path / "split" / "progress.gif") as gif:
-        assert gif.n_frames == 2  # the resumed run's GIF starts from the first run's grids
+        # the resumed run's GIF starts from the first run's grids
+        assert gif.n_frames == 2
 
 
 def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_which_flags_differ(
-        tmp_path, image_folder, narrow_g):
+    tmp_path, image_folder, narrow_g
+):
     common = [*SMALL, "--data-root", image_folder, "--epochs", 2]
     assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
     stopped = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert (stopped["epoch"], stopped["batches_done"]) == (2, 1)
-    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt", "--lr", "1e-4",
-                       "--no-label-smoothing")  # as the run's: not named
+    resumed = run_main(
+        dc,
+        "--resume",
+        tmp_path / "checkpoint_last.pt",
+        "--lr",
+        "1e-4",
+        # as the run's: not named
+        "--no-label-smoothing",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming with --lr 0.0001 (the run's: 0.0002)" in resumed.stdout.splitlines()
     checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (2, 2, 4)
     again = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
-    # a checkpoint written before the losses became [D, G] rows, {"d": [...], "g": [...]}, still resumes
+    # a checkpoint written before the losses became [D, G] rows, {"d": [...], "g": [...]}, still
+    # resumes
     rows = stopped["losses"]
     stopped["losses"] = {"d": [d for d, _ in rows], "g": [g for _, g in rows]}
     torch.save(stopped, tmp_path / "old.pt")
@@ -271,20 +364,35 @@ def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
     assert_one_line_error(run_main(dc, "--data-root", tmp_path / "nope", *SMALL), "does not exist")
     (tmp_path / "empty" / "img_align_celeba").mkdir(parents=True)
     (tmp_path / "empty" / "list_attr_celeba.txt").write_text("not an image")
-    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images")
+    assert_one_line_error(
+        run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images"
+    )
     (tmp_path / "file.jpg").write_bytes(b"x")
-    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL),
-                          "is a file, not a folder")
+    assert_one_line_error(
+        run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL), "is a file, not a folder"
+    )
 
 
 @pytest.mark.parametrize("workers, cache", [(0, "--cache"), (2, "--no-cache")])
 def test_unreadable_image_names_the_file(tmp_path, image_folder, workers, cache, narrow_g):
     bad = image_folder / "Img" / "img_align_celeba" / "000001.png"
     bad.write_bytes(b"not a picture")
-    result = run_main(dc, "--data-root", image_folder, "--max-steps", 2, *SMALL, "--num-workers", workers,
-                      cache, "--out", tmp_path / "o")
+    result = run_main(
+        dc,
+        "--data-root",
+        image_folder,
+        "--max-steps",
+        2,
+        *SMALL,
+        "--num-workers",
+        workers,
+        cache,
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_line_error(result, "unreadable image", "000001.png", "cannot identify image file")
-    # its workers are gone now: a worker that raises would keep them until a garbage collection, which in a
+    # its workers are gone now: a worker that raises would keep them until a garbage collection,
+    # which in a
     # notebook then hangs 5 s a worker at some later cell
     assert multiprocessing.active_children() == []
 
@@ -295,16 +403,25 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, two_e
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(good[: len(good) // 2])
     assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
-    assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_epoch_002.pt", *SMALL),
-                          "holds no training state (KeyError)", "checkpoint_last.pt")
-    assert_one_line_error(run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "(FileNotFoundError)")
+    assert_one_line_error(
+        run_main(dc, "--resume", out / "checkpoint_epoch_002.pt", *SMALL),
+        "holds no training state (KeyError)",
+        "checkpoint_last.pt",
+    )
+    assert_one_line_error(
+        run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "(FileNotFoundError)"
+    )
     assert_one_line_error(run_main(dc, "--resume", tmp_path, *SMALL), "cannot be read")
     other = torch.load(out / "checkpoint_last.pt", weights_only=True)
     other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
     torch.save(other, tmp_path / "mismatch.pt")
-    assert_one_line_error(run_main(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit")
-    assert_one_line_error(run_main(dc, "--resume", out / "checkpoint_last.pt", "--tutorial-recipe", *SMALL),
-                          "does not fit")
+    assert_one_line_error(
+        run_main(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit"
+    )
+    assert_one_line_error(
+        run_main(dc, "--resume", out / "checkpoint_last.pt", "--tutorial-recipe", *SMALL),
+        "does not fit",
+    )
     assert (out / "checkpoint_last.pt").read_bytes() == good
     assert_one_line_error(run_main(dc, "--epochs", 0), "--epochs")
     assert_one_line_error(run_main(dc, "--lr", "inf"), "--lr", "positive")
@@ -316,59 +433,100 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, two_e
 def test_unwritable_out_exits_2_before_loading_data(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    assert_one_line_error(run_main(dc, "--out", a_file, *SMALL), "--out", "cannot be written (File exists)")
-    assert_one_line_error(run_main(dc, "--out", a_file / "run", *SMALL), "--out", "cannot be written")
-    assert_one_line_error(run_main(dc, "--out", "/proc/no_such_run", *SMALL), "--out", "cannot be written")
+    assert_one_line_error(
+        run_main(dc, "--out", a_file, *SMALL), "--out", "cannot be written (File exists)"
+    )
+    assert_one_line_error(
+        run_main(dc, "--out", a_file / "run", *SMALL), "--out", "cannot be written"
+    )
+    assert_one_line_error(
+        run_main(dc, "--out", "/proc/no_such_run", *SMALL), "--out", "cannot be written"
+    )
     assert a_file.read_text() == "keep me"
     if not torch.cuda.is_available():
         assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
 
-def torchrun(*args, device="cpu"):
-    """dcgan_celeba.py as two CPU processes (gloo), or one per GPU (nccl), as torchrun starts it."""
+# dcgan_celeba.py run as torchrun runs it, and each rank's average of G saved where it ends
+PROBE = """import os, sys
+import torch
+import dcgan_celeba
+out = sys.argv[sys.argv.index("--out") + 1]
+generator = dcgan_celeba.main(sys.argv[1:])
+weights = dict(generator.named_parameters())
+torch.save(weights, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def torchrun(sandbox, *args, device="cpu"):
+    """The sandbox's dcgan_celeba.py as two CPU processes (gloo), or one per GPU (nccl), under
+    torchrun; each rank saves the average of G it ends with as rank<N>.pt in --out."""
+    (sandbox / "ddp_probe.py").write_text(PROBE)
     nproc = 2 if device == "cpu" else 1
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               os.path.join(ROOT, "dcgan_celeba.py"), "--device", device, *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MPLBACKEND": "Agg"})
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, f"--nproc_per_node={nproc}", str(sandbox / "ddp_probe.py")]
+    command += ["--device", device, *map(str, args)]
+    environment = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        command, cwd=sandbox, capture_output=True, text=True, timeout=300, env=environment
+    )
 
 
-def test_torchrun_two_cpu_processes_resume_a_run_and_rank_0_alone_writes(tmp_path, dcgan_run):
+def test_torchrun_averages_two_processes_gradients_and_rank_0_alone_writes(
+    tmp_path, dcgan_run, sandbox
+):
     out = tmp_path / "ddp"
     out.mkdir()
-    shutil.copy(dcgan_run[0] / "checkpoint_last.pt", out)  # a one-process run's, 2 steps in
-    # one launch (each costs three interpreters): DDP's start, its steps, resume and rank 0's writing at once
-    result = torchrun("--max-steps", 2, "--amp", "--resume", out / "checkpoint_last.pt", "--out", out)
+    # a one-process run's, 2 steps in
+    shutil.copy(dcgan_run[0] / "checkpoint_last.pt", out)
+    start = torch.load(out / "checkpoint_last.pt", weights_only=True)["g_ema_state_dict"]
+    # one launch (each costs three interpreters): DDP's steps, a resume, rank 0's writing
+    flags = ["--max-steps", 2, "--amp", "--resume", out / "checkpoint_last.pt", "--out", out]
+    result = torchrun(sandbox, *flags)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("checkpoints, plots and per-epoch grids") == 1  # only rank 0 reports
-    assert result.stdout.count("device: cpu") == 1  # said once, not once a process
-    assert "deprecated" not in result.stderr  # DDP's broadcast_buffers warning, on torch 2.14 and later
+    # Each rank trained on its own half of the data with its own noise: only the averaging of
+    # their gradients (DDP) leaves both with the same weights.
+    rank_0 = torch.load(out / "rank0.pt", weights_only=True)
+    rank_1 = torch.load(out / "rank1.pt", weights_only=True)
+    assert all(torch.equal(rank_0[name], rank_1[name]) for name in rank_0)
+    assert not all(torch.equal(rank_0[name], start[name]) for name in rank_0)
+    # only rank 0 reports, once
+    assert result.stdout.count("checkpoints, plots and per-epoch grids") == 1
+    assert result.stdout.count("device: cpu") == 1
+    # DDP's broadcast_buffers warning, on torch 2.14 and later
+    assert "deprecated" not in result.stderr
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     assert state["batches_done"] == 4 and len(state["losses"]) == 4
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU path is not tested")
-def test_on_a_cuda_gpu_it_trains_resumes_and_runs_under_torchrun_with_nccl(tmp_path):
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU path is not tested"
+)
+def test_on_a_cuda_gpu_it_trains_resumes_and_runs_under_torchrun_with_nccl(tmp_path, sandbox):
     flags = ["--device", "cuda", "--batch-size", 16, "--quiet", "--num-workers", 0]
     assert run_main(dc, *flags, "--max-steps", 3, "--out", tmp_path / "one").returncode == 0
     resumed = run_main(dc, "--resume", tmp_path / "one" / "checkpoint_last.pt", "--max-steps", 2)
     assert resumed.returncode == 0, resumed.stderr
-    assert torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["batches_done"] == 5
-    result = torchrun("--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp",
-                      device="cuda")
+    assert (
+        torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["batches_done"] == 5
+    )
+    flags = ["--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp"]
+    result = torchrun(sandbox, *flags, device="cuda")
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_nan_loss_stops_with_a_message_keeps_the_last_good_checkpoint_and_writes_the_plots(
-        tmp_path, image_folder, monkeypatch, narrow_g):
+    tmp_path, image_folder, monkeypatch, narrow_g
+):
     real_step, calls = dc.train_step, []
 
     def step_that_diverges(*args, **kwargs):
         calls.append(1)
         d_loss, g_loss = real_step(*args, **kwargs)
         return (d_loss * float("nan"), g_loss) if len(calls) > 2 else (d_loss, g_loss)
+
     monkeypatch.setattr(dc, "train_step", step_that_diverges)
     result = run_main(dc, "--data-root", image_folder, "--epochs", 3, *SMALL, "--out", tmp_path)
     assert_one_line_error(result, "NaN", "epoch 2")
@@ -379,16 +537,22 @@ def test_nan_loss_stops_with_a_message_keeps_the_last_good_checkpoint_and_writes
 
 
 def test_undecoded_epochs_read_each_loader_once_so_the_progress_bar_starts_no_extra_workers(
-        tmp_path, image_folder, monkeypatch, narrow_g):
+    tmp_path, image_folder, monkeypatch, narrow_g
+):
     starts, real_iter = [], torch.utils.data.DataLoader.__iter__
 
-    def counting_iter(loader):  # tqdm.auto's asyncio side calls iter() on what it wraps (tqdm#1598)
+    # tqdm.auto's asyncio side calls iter() on what it wraps (tqdm#1598)
+    def counting_iter(loader):
         starts.append(1)
         return real_iter(loader)
+
     monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", counting_iter)
-    result = run_main(dc, "--epochs", 2, "--data-root", image_folder, "--no-cache", *SMALL, "--out", tmp_path)
+    result = run_main(
+        dc, "--epochs", 2, "--data-root", image_folder, "--no-cache", *SMALL, "--out", tmp_path
+    )
     assert result.returncode == 0, result.stderr
-    assert len(starts) == 2  # one per epoch: a second would start more worker processes
+    # one per epoch: a second would start more worker processes
+    assert len(starts) == 2
 
 
 def test_a_seeded_bf16_step_on_the_cpu_is_finite_repeatable_and_moves_both_models():
@@ -398,30 +562,63 @@ def test_a_seeded_bf16_step_on_the_cpu_is_finite_repeatable_and_moves_both_model
         g, d = NarrowGenerator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
         real = torch.rand(2, 3, 64, 64) * 2 - 1
         g0, d0 = snapshot(g), snapshot(d)
-        losses = dc.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters()), real,
-                               amp_dtype=torch.bfloat16)
+        losses = dc.train_step(
+            g,
+            d,
+            torch.optim.Adam(g.parameters()),
+            torch.optim.Adam(d.parameters()),
+            real,
+            amp_dtype=torch.bfloat16,
+        )
         assert moved(g0, g) == len(g0) and moved(d0, d) == len(d0)
-        assert all(p.dtype == torch.float32 for p in g.parameters())  # autocast: fp32 weights, bf16 math
+        # autocast: fp32 weights, bf16 math
+        assert all(p.dtype == torch.float32 for p in g.parameters())
         return [x.item() for x in losses]
+
     first = run()
     assert np.isfinite(first).all() and first == run()
 
 
-@pytest.mark.parametrize("fast_bf16, flags, dtype, said", [
-    (True, [], torch.bfloat16, "device: cpu, torch.bfloat16 autocast"),
-    (True, ["--no-amp"], None, "device: cpu, fp32"),
-    (False, ["--amp"], None, "device: cpu, fp32 (--amp: no fast bf16 on this device)"),
-    (False, [], None, "device: cpu, fp32"),
-])
+@pytest.mark.skipif(
+    not dc.cpu_has_fast_bf16(), reason="this CPU has no bf16 instructions: runs train in fp32 here"
+)
+def test_on_a_cpu_with_bf16_instructions_a_default_run_convolves_in_bf16(tmp_path, monkeypatch):
+    dtypes, build_gan = set(), dc.build_gan
+
+    def build_gan_that_records_each_convolutions_dtype(*args):
+        gan = build_gan(*args)
+        for module in [*gan.g_model.modules(), *gan.d_model.modules()]:
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.register_forward_hook(lambda module, x, out: dtypes.add(out.dtype))
+        return gan
+
+    monkeypatch.setattr(dc, "build_gan", build_gan_that_records_each_convolutions_dtype)
+    result = run_main(dc, "--max-steps", 1, *SMALL, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert dtypes == {torch.bfloat16}
+
+
+@pytest.mark.parametrize(
+    "fast_bf16, flags, dtype, said",
+    [
+        (True, [], torch.bfloat16, "device: cpu, torch.bfloat16 autocast"),
+        (True, ["--no-amp"], None, "device: cpu, fp32"),
+        (False, ["--amp"], None, "device: cpu, fp32 (--amp: no fast bf16 on this device)"),
+        (False, [], None, "device: cpu, fp32"),
+    ],
+)
 def test_amp_is_bf16_on_a_cpu_with_bf16_instructions_and_fp32_without(
-        fast_bf16, flags, dtype, said, tmp_path, monkeypatch):
+    fast_bf16, flags, dtype, said, tmp_path, monkeypatch
+):
     monkeypatch.setattr(dc.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast_bf16)
     dtypes = []
 
-    def train(args, device, rank, world, amp_dtype, checkpoint):  # records what run() chose, trains nothing
+    # records what run() chose, trains nothing
+    def train(args, device, rank, world, amp_dtype, checkpoint):
         dtypes.append(amp_dtype)
         return None, False
+
     monkeypatch.setattr(dc, "train", train)
     result = run_main(dc, *SMALL, *flags, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -429,15 +626,22 @@ def test_amp_is_bf16_on_a_cpu_with_bf16_instructions_and_fp32_without(
     assert dtypes == [dtype]
 
 
-def test_without_the_bundled_sample_it_downloads_mnist_or_says_in_one_line_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(dc, "HERE", str(tmp_path))  # this file alone, as pasted into a notebook: no data/
-    raw = tmp_path / "data" / "MNIST" / "raw"  # what a download leaves: MNIST's IDX files
+def test_without_the_bundled_sample_it_reads_a_downloaded_mnist_or_says_what_to_do(
+    tmp_path, monkeypatch
+):
+    # this file alone, as pasted into a notebook: no data/
+    monkeypatch.setattr(dc, "HERE", str(tmp_path))
+    # what a download leaves: MNIST's IDX files
+    raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     digits = np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8)
     for split in ("train", "t10k"):
-        header = bytes([0, 0, 8, 3, 0, 0, 0, 6, 0, 0, 0, 28, 0, 0, 0, 28])  # uint8, 3 dims: 6 x 28 x 28
+        # uint8, 3 dims: 6 x 28 x 28
+        header = bytes([0, 0, 8, 3, 0, 0, 0, 6, 0, 0, 0, 28, 0, 0, 0, 28])
         (raw / f"{split}-images-idx3-ubyte").write_bytes(header + digits.tobytes())
-        (raw / f"{split}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 6]) + bytes(range(6)))
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            bytes([0, 0, 8, 1, 0, 0, 0, 6]) + bytes(range(6))
+        )
     dataset = dc.make_dataset(dc.parse_args([]))
     assert dataset.shape == (6, 1, 64, 64) and dataset.dtype == torch.uint8
     for name in os.listdir(raw):
@@ -445,6 +649,7 @@ def test_without_the_bundled_sample_it_downloads_mnist_or_says_in_one_line_what_
 
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
     monkeypatch.setattr(dc.torchvision.datasets, "MNIST", offline)
     result = run_main(dc, *SMALL, "--out", tmp_path / "out")
     assert_one_line_error(result, "no bundled digits, no MNIST download", "data/celeba")

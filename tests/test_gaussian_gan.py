@@ -1,8 +1,15 @@
 import numpy as np
 import torch
+from conftest import (
+    assert_image,
+    assert_one_line_error,
+    linear,
+    n_params,
+    run_main,
+    watch_each_half,
+)
 
 import gaussian_gan as gg
-from conftest import assert_image, assert_one_line_error, linear, n_params, run_main
 
 
 def test_generator_maps_each_noise_value_to_one_sample():
@@ -12,7 +19,8 @@ def test_generator_maps_each_noise_value_to_one_sample():
 
 def test_discriminator_gives_one_probability_per_minibatch():
     decorated = gg.decorate_with_diffs(gg.real_batch(3, 100))
-    assert decorated.shape == (3, 200)  # 100 samples + 100 squared deviations
+    # 100 samples + 100 squared deviations
+    assert decorated.shape == (3, 200)
     out = gg.Discriminator()(decorated)
     assert out.shape == (3, 1) and ((out > 0) & (out < 1)).all()
 
@@ -48,27 +56,21 @@ def test_seeded_steps_are_repeatable_and_finite():
 def test_d_step_changes_only_d_and_g_step_only_g():
     torch.manual_seed(0)
     g, d = gg.Generator(), gg.Discriminator()
-    g_before = [p.clone() for p in g.parameters()]
-    d_before = [p.clone() for p in d.parameters()]
-    frozen = torch.optim.SGD(g.parameters(), lr=0.0)  # G's optimizer does nothing: only D may move
-    d_opt = torch.optim.Adam(d.parameters(), 1e-3)
-    gg.train_step(g, d, frozen, d_opt, gg.real_batch(1, 100), gg.noise_batch(1, 100))
-    assert all(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))
-    assert not any(torch.equal(a, b) for a, b in zip(d_before, d.parameters()))
-    d_now = [p.clone() for p in d.parameters()]
-    gg.train_step(g, d, torch.optim.Adam(g.parameters(), 1e-3), torch.optim.SGD(d.parameters(), lr=0.0),
-                  gg.real_batch(1, 100), gg.noise_batch(1, 100))
-    assert all(torch.equal(a, b) for a, b in zip(d_now, d.parameters()))
-    assert not any(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))
+    g_opt, d_opt = torch.optim.Adam(g.parameters(), 1e-3), torch.optim.Adam(d.parameters(), 1e-3)
+    check_each_half = watch_each_half(g, d, g_opt, d_opt)
+    gg.train_step(g, d, g_opt, d_opt, gg.real_batch(1, 100), gg.noise_batch(1, 100))
+    check_each_half()
 
 
 def test_short_seeded_run_gets_the_generated_mean_within_0_3_of_4_and_writes_both_plots(tmp_path):
     result = run_main(gg, "--steps", 4000, "--seed", 0, "--print-interval", 1000, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sum("D: " in line for line in result.stdout.splitlines()) >= 4  # the tutorial's line, every 1,000
+    # the tutorial's line, every 1,000
+    assert sum("D: " in line for line in result.stdout.splitlines()) >= 4
     final = result.stdout.strip().splitlines()[-1]
     mean = float(final.split("generated mean ")[1].split(",")[0])
-    assert abs(mean - 4.0) < 0.3, final  # G starts near 0.4
+    # G starts near 0.4
+    assert abs(mean - 4.0) < 0.3, final
     assert_image(tmp_path / "stats.png")
     assert_image(tmp_path / "histogram.png")
 
@@ -105,6 +107,7 @@ def test_ctrl_c_keeps_the_plots_so_far_and_exits_130(tmp_path, monkeypatch):
         if len(calls) == 300:
             raise KeyboardInterrupt
         return real_step(*args)
+
     monkeypatch.setattr(gg, "train_step", interrupted_step)
     result = run_main(gg, "--quiet", "--print-interval", 100, "--out", tmp_path)
     assert result.returncode == 130, result.stderr

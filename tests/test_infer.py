@@ -1,16 +1,17 @@
 import pytest
 import torch
+from conftest import assert_image, assert_one_line_error, run_main
 from PIL import Image
+from test_dcgan_celeba import faces
 
 import dcgan_celeba
 import infer
-from conftest import assert_image, assert_one_line_error, run_main
-from test_dcgan_celeba import faces
 
 
 @pytest.fixture
 def checkpoint(dcgan_run):
-    return dcgan_run[0] / "checkpoint_last.pt"  # a real run's, with the full-size G
+    # a real run's, with the full-size G
+    return dcgan_run[0] / "checkpoint_last.pt"
 
 
 def grid(checkpoint, out, *extra):
@@ -21,7 +22,8 @@ def grid(checkpoint, out, *extra):
 
 
 def test_full_prefixed_and_bare_checkpoints_give_the_same_grid(checkpoint, tmp_path):
-    state = torch.load(checkpoint, weights_only=True)["g_ema_state_dict"]  # what the grids draw
+    # what the grids draw
+    state = torch.load(checkpoint, weights_only=True)["g_ema_state_dict"]
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pt")
     torch.save({f"_orig_mod.module.{k}": v for k, v in state.items()}, tmp_path / "compiled_ddp.pt")
     torch.save(state, tmp_path / "bare.pt")
@@ -60,44 +62,84 @@ def test_an_image_does_not_depend_on_its_batch_mates(checkpoint):
 
 def test_walk_and_interpolate_write_one_row(checkpoint, tmp_path):
     for mode, steps in (("--walk", 5), ("--interpolate", 6)):
-        result = run_main(infer, "--checkpoint", checkpoint, mode, "--steps", steps,
-                          "--out", tmp_path / "row.png")
+        result = run_main(
+            infer, "--checkpoint", checkpoint, mode, "--steps", steps, "--out", tmp_path / "row.png"
+        )
         assert result.returncode == 0, result.stderr
         assert assert_image(tmp_path / "row.png") == (steps * 66 + 2, 68)
 
 
 def test_bad_checkpoints_exit_2_with_one_line(checkpoint, tmp_path):
-    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "missing.pt"), "does not exist")
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", tmp_path / "missing.pt"), "does not exist"
+    )
     (tmp_path / "corrupt.pt").write_bytes(checkpoint.read_bytes()[:5000])
-    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "corrupt.pt"), "cannot be read")
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", tmp_path / "corrupt.pt"), "cannot be read"
+    )
     torch.save({"gen.0.0.weight": torch.zeros(2, 2)}, tmp_path / "shapes.pt")
     assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "shapes.pt"), "does not fit")
     torch.save({"epoch": 3, "args": {}}, tmp_path / "no_weights.pt")
-    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path / "no_weights.pt"), "no generator weights")
-    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--z-index", 100), "--z-index")
-    assert_one_line_error(run_main(infer, "--checkpoint", tmp_path), "is a folder, not a checkpoint file")
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", tmp_path / "no_weights.pt"), "no generator weights"
+    )
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", checkpoint, "--z-index", 100), "--z-index"
+    )
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", tmp_path), "is a folder, not a checkpoint file"
+    )
 
 
 def test_bad_numbers_and_output_paths_exit_2_before_any_work(checkpoint, tmp_path):
-    for flag, value in (("--num-images", 0), ("--num-images", 5000), ("--steps", 0), ("--span", "inf"),
-                        ("--span", "nan"), ("--seed", -1)):
+    for flag, value in (
+        ("--num-images", 0),
+        ("--num-images", 5000),
+        ("--steps", 0),
+        ("--span", "inf"),
+        ("--span", "nan"),
+        ("--seed", -1),
+    ):
         assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, flag, value), flag)
-    for name in ("grid", "grid.psd", "grid.xbm", "grid.h5", "grid.blp"):  # none, or one Pillow cannot write
-        assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / name),
-                              "is not a picture Pillow can write")
+    # none, or one Pillow cannot write
+    for name in ("grid", "grid.psd", "grid.xbm", "grid.h5", "grid.blp"):
+        assert_one_line_error(
+            run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / name),
+            "is not a picture Pillow can write",
+        )
     (tmp_path / "folder.png").mkdir()
-    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "folder.png"),
-                          "is a folder")
-    assert_one_line_error(run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "no" / "grid.png"),
-                          "cannot be written")
-    assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]  # nothing written
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "folder.png"), "is a folder"
+    )
+    assert_one_line_error(
+        run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "no" / "grid.png"),
+        "cannot be written",
+    )
+    # nothing written
+    assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]
 
 
 def test_the_average_of_g_is_drawn_as_the_grids_and_epoch_snapshots_are(tmp_path, narrow_g):
     out = tmp_path / "run"
     faces(tmp_path / "faces", 4)
-    result = run_main(dcgan_celeba, "--epochs", 1, "--save-every", 1, "--batch-size", 2, "--device", "cpu",
-                      "--data-root", tmp_path / "faces", "--num-workers", 0, "--quiet", "--out", out)
+    result = run_main(
+        dcgan_celeba,
+        "--epochs",
+        1,
+        "--save-every",
+        1,
+        "--batch-size",
+        2,
+        "--device",
+        "cpu",
+        "--data-root",
+        tmp_path / "faces",
+        "--num-workers",
+        0,
+        "--quiet",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     checkpoint = torch.load(out / "checkpoint_last.pt", weights_only=True)
     torch.save(checkpoint["g_ema_state_dict"], tmp_path / "average.pt")
@@ -110,15 +152,30 @@ def test_the_average_of_g_is_drawn_as_the_grids_and_epoch_snapshots_are(tmp_path
 
 def test_a_tutorial_recipe_checkpoint_loads_its_own_generator(tmp_path):
     torch.manual_seed(0)
-    torch.save({"g_model_state_dict": dcgan_celeba.Generator(tutorial=True).state_dict()}, tmp_path / "t.pt")
+    torch.save(
+        {"g_model_state_dict": dcgan_celeba.Generator(tutorial=True).state_dict()},
+        tmp_path / "t.pt",
+    )
     assert infer.load_generator(str(tmp_path / "t.pt")).tutorial
 
 
-def test_show_draws_the_images_even_in_a_format_matplotlib_cannot_read(checkpoint, tmp_path, monkeypatch):
+def test_show_draws_the_images_even_in_a_format_matplotlib_cannot_read(
+    checkpoint, tmp_path, monkeypatch
+):
     shown = []
-    monkeypatch.setattr(infer.plt, "show", lambda: shown.append(infer.plt.gca().images[0].get_array().shape))
-    result = run_main(infer, "--checkpoint", checkpoint, "--out", tmp_path / "grid.pdf", "--num-images", 4,
-                      "--show")
+    monkeypatch.setattr(
+        infer.plt, "show", lambda: shown.append(infer.plt.gca().images[0].get_array().shape)
+    )
+    result = run_main(
+        infer,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        tmp_path / "grid.pdf",
+        "--num-images",
+        4,
+        "--show",
+    )
     assert result.returncode == 0, result.stderr
     assert shown == [(68, 266, 3)] and (tmp_path / "grid.pdf").read_bytes().startswith(b"%PDF")
 
@@ -126,6 +183,7 @@ def test_show_draws_the_images_even_in_a_format_matplotlib_cannot_read(checkpoin
 def test_ctrl_c_ends_quietly_with_130(checkpoint, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(infer, "load_generator", interrupted)
     result = run_main(infer, "--checkpoint", checkpoint)
     assert result.returncode == 130 and result.stderr == ""

@@ -1,14 +1,26 @@
 """Both MNIST scripts: models, steps, data path and CLI. Parametrised where they share behaviour."""
+
 import math
 
 import pytest
 import torch
+from conftest import (
+    assert_image,
+    assert_one_line_error,
+    batchnorm,
+    conv,
+    linear,
+    moved,
+    n_params,
+    run_main,
+    snapshot,
+    watch_each_half,
+)
 from PIL import Image
 
+import dcgan_celeba
 import mnist_conv_gan
 import mnist_mlp_gan
-from conftest import (assert_image, assert_one_line_error, batchnorm, conv, linear, moved, n_params,
-                      run_main, snapshot)
 
 TUTORIAL_CONV_GENERATOR = """Generator(
   (gen): Sequential(
@@ -47,18 +59,34 @@ def models(script):
 
 def test_conv_modules_print_as_the_tutorial():
     # newer torch adds `bias=True` to BatchNorm's repr; everything else must match
-    assert str(mnist_conv_gan.Generator(100, 1)).replace(" bias=True,", "") == TUTORIAL_CONV_GENERATOR
-    assert str(mnist_conv_gan.Discriminator(1)).replace(" bias=True,", "") == TUTORIAL_CONV_DISCRIMINATOR
+    assert (
+        str(mnist_conv_gan.Generator(100, 1)).replace(" bias=True,", "") == TUTORIAL_CONV_GENERATOR
+    )
+    assert (
+        str(mnist_conv_gan.Discriminator(1)).replace(" bias=True,", "")
+        == TUTORIAL_CONV_DISCRIMINATOR
+    )
 
 
 def test_parameter_counts_equal_the_tutorials_architectures():
     g, d = models(mnist_mlp_gan)
-    assert n_params(g) == linear(100, 256) + linear(256, 512) + linear(512, 1024) + linear(1024, 784)
+    assert n_params(g) == linear(100, 256) + linear(256, 512) + linear(512, 1024) + linear(
+        1024, 784
+    )
     assert n_params(d) == linear(784, 1024) + linear(1024, 512) + linear(512, 256) + linear(256, 1)
     g, d = models(mnist_conv_gan)
-    assert n_params(g) == (conv(100, 256, 3) + batchnorm(256) + conv(256, 128, 4) + batchnorm(128) +
-                           conv(128, 64, 3) + batchnorm(64) + conv(64, 1, 4))
-    assert n_params(d) == conv(1, 16, 4) + batchnorm(16) + conv(16, 32, 4) + batchnorm(32) + conv(32, 1, 4)
+    assert n_params(g) == (
+        conv(100, 256, 3)
+        + batchnorm(256)
+        + conv(256, 128, 4)
+        + batchnorm(128)
+        + conv(128, 64, 3)
+        + batchnorm(64)
+        + conv(64, 1, 4)
+    )
+    assert n_params(d) == conv(1, 16, 4) + batchnorm(16) + conv(16, 32, 4) + batchnorm(32) + conv(
+        32, 1, 4
+    )
 
 
 def test_mlp_shapes_and_ranges():
@@ -73,7 +101,8 @@ def test_conv_shapes_and_ranges():
     g, d = models(mnist_conv_gan)
     fake = g(torch.randn(5, 100))
     assert fake.shape == (5, 1, 28, 28) and fake.abs().max() <= 1
-    assert d(fake).shape == (5, 1)  # logits: any real number
+    # logits: any real number
+    assert d(fake).shape == (5, 1)
 
 
 def test_mlp_dropout_is_off_in_eval_mode():
@@ -115,31 +144,36 @@ def test_d_step_changes_only_d_and_g_step_only_g(script, mnist_sample):
     torch.manual_seed(0)
     g, d = models(script)
     real = next(script.batches(torch.from_numpy(mnist_sample[0]), 32, "cpu"))
-    g0, d0 = snapshot(g), snapshot(d)
-    script.train_step(g, d, torch.optim.SGD(g.parameters(), lr=0.0), torch.optim.Adam(d.parameters()), real)
-    assert moved(g0, g) == 0 and moved(d0, d) == len(d0)
-    d1 = snapshot(d)
-    script.train_step(g, d, torch.optim.Adam(g.parameters()), torch.optim.SGD(d.parameters(), lr=0.0), real)
-    assert moved(d1, d) == 0 and moved(g0, g) == len(g0)
+    g_opt, d_opt = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    check_each_half = watch_each_half(g, d, g_opt, d_opt)
+    script.train_step(g, d, g_opt, d_opt, real)
+    check_each_half()
 
 
 def test_mlp_step_judges_real_and_fake_as_one_batch_and_gives_d_its_gradients_back(mnist_sample):
     import copy
+
     torch.manual_seed(0)
     g, d = models(mnist_mlp_gan)
-    d.eval()  # dropout off, so D's scores do not depend on how the batch is split
+    # dropout off, so D's scores do not depend on how the batch is split
+    d.eval()
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     real = next(mnist_mlp_gan.batches(torch.from_numpy(mnist_sample[0]), 16, "cpu"))
     torch.manual_seed(1)
-    d_loss, g_loss = mnist_mlp_gan.train_step(g, d, torch.optim.SGD(g.parameters(), lr=0.0),
-                                              torch.optim.SGD(d.parameters(), lr=0.0), real)
+    d_loss, g_loss = mnist_mlp_gan.train_step(
+        g, d, torch.optim.SGD(g.parameters(), lr=0.0), torch.optim.SGD(d.parameters(), lr=0.0), real
+    )
     torch.manual_seed(1)
     fake = g0(torch.randn(16, 100))
     bce = torch.nn.functional.binary_cross_entropy
-    assert torch.allclose(d_loss, bce(d0(real), torch.ones(16, 1)) + bce(d0(fake), torch.zeros(16, 1)))
+    assert torch.allclose(
+        d_loss, bce(d0(real), torch.ones(16, 1)) + bce(d0(fake), torch.zeros(16, 1))
+    )
     assert torch.allclose(g_loss, bce(d0(fake), torch.ones(16, 1)))
-    assert all(p.requires_grad for p in d.parameters())  # D was frozen only for G's backward
-    bce(d0(fake), torch.ones(16, 1)).backward()  # G's gradient is the one an unfrozen D gives
+    # D was frozen only for G's backward
+    assert all(p.requires_grad for p in d.parameters())
+    # G's gradient is the one an unfrozen D gives
+    bce(d0(fake), torch.ones(16, 1)).backward()
     assert all(torch.allclose(p.grad, q.grad) for p, q in zip(g.parameters(), g0.parameters()))
 
 
@@ -152,24 +186,43 @@ def test_mlp_bf16_step_is_finite_repeatable_and_moves_both_models(mnist_sample):
         g_opt, d_opt = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
         losses = mnist_mlp_gan.train_step(g, d, g_opt, d_opt, real, amp_dtype=torch.bfloat16)
         assert moved(g0, g) == len(g0) and moved(d0, d) == len(d0)
-        assert all(loss.dtype == torch.float32 for loss in losses)  # the losses stay in fp32
+        # the losses stay in fp32
+        assert all(loss.dtype == torch.float32 for loss in losses)
         return [loss.item() for loss in losses]
+
     first = run()
     assert all(map(math.isfinite, first)) and first == run()
 
 
-@pytest.mark.parametrize("script, default, tutorial", [
-    (mnist_mlp_gan, "training 240 epochs, 9,360 batches of 128", "training 120 epochs, 4,680 batches of 128"),
-    (mnist_conv_gan, "training 60 epochs of 64-image batches", "training 1200 epochs of 512-image batches"),
-])
-def test_defaults_are_the_measured_recipe_and_tutorial_recipe_is_the_tutorials(script, default, tutorial,
-                                                                                tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "script, default, tutorial",
+    [
+        (
+            mnist_mlp_gan,
+            "training 240 epochs, 9,360 batches of 128",
+            "training 120 epochs, 4,680 batches of 128",
+        ),
+        (
+            mnist_conv_gan,
+            "training 60 epochs of 64-image batches",
+            "training 1200 epochs of 512-image batches",
+        ),
+    ],
+)
+def test_defaults_are_the_measured_recipe_and_tutorial_recipe_is_the_tutorials(
+    script, default, tutorial, tmp_path, monkeypatch
+):
     lrs = []
-    monkeypatch.setattr(script, "train", lambda args, *rest: lrs.append(args.lr) or (None, [], [], False))
-    for flags, said, lr in (([], default, 8e-4 if script is mnist_mlp_gan else 4e-4),
-                            (["--tutorial-recipe"], tutorial, 2e-4)):
-        result = run_main(script, *flags, "--data-root", tmp_path / "mnist", "--out", tmp_path,
-                          "--device", "cpu")
+    monkeypatch.setattr(
+        script, "train", lambda args, *rest: lrs.append(args.lr) or (None, [], [], False)
+    )
+    for flags, said, lr in (
+        ([], default, 8e-4 if script is mnist_mlp_gan else 4e-4),
+        (["--tutorial-recipe"], tutorial, 2e-4),
+    ):
+        result = run_main(
+            script, *flags, "--data-root", tmp_path / "mnist", "--out", tmp_path, "--device", "cpu"
+        )
         assert result.returncode == 0 and said in result.stdout, result.stdout + result.stderr
         assert lrs[-1] == lr
 
@@ -186,7 +239,9 @@ def test_conv_d_loss_on_real_digits_falls_in_first_steps(mnist_sample):
     def real_loss():
         with torch.no_grad():
             logits = d(real)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item()
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.ones_like(logits)
+        ).item()
 
     before = real_loss()
     for _ in range(5):
@@ -197,12 +252,26 @@ def test_conv_d_loss_on_real_digits_falls_in_first_steps(mnist_sample):
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_cli_smoke_run_writes_every_output(script, tmp_path):
     out = tmp_path / "out"
-    result = run_main(script, "--max-steps", 2, "--batch-size", 32, "--data-root", tmp_path / "mnist",
-                      "--out", out, "--device", "cpu")
+    result = run_main(
+        script,
+        "--max-steps",
+        2,
+        "--batch-size",
+        32,
+        "--data-root",
+        tmp_path / "mnist",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     # offline: one line says why and that it trains on the bundled real digits
-    assert "MNIST download failed" in result.stdout and "bundled 5,000-digit sample" in result.stdout
-    assert assert_image(out / "samples_epoch_001.png") == (8 * 30 + 2,) * 2  # 8x8 grid of 28px + padding
+    assert (
+        "MNIST download failed" in result.stdout and "bundled 5,000-digit sample" in result.stdout
+    )
+    # 8x8 grid of 28px + padding
+    assert assert_image(out / "samples_epoch_001.png") == (8 * 30 + 2,) * 2
     assert_image(out / "losses.png")
     with Image.open(out / "progress.gif") as gif:
         assert gif.n_frames >= 1
@@ -214,12 +283,14 @@ def test_cli_smoke_run_writes_every_output(script, tmp_path):
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_progress_gif_keeps_at_most_51_frames_and_ends_on_the_last_epoch(script, tmp_path):
     paths = []
-    for epoch in range(1, 121):  # 120 one-pixel "grids", each its own gray level
+    # 120 one-pixel "grids", each its own gray level
+    for epoch in range(1, 121):
         paths.append(str(tmp_path / f"samples_epoch_{epoch:03d}.png"))
         Image.new("L", (1, 1), epoch).save(paths[-1])
     script.save_plots([[1.0, 0.5], [0.5, 1.0]], paths, str(tmp_path))
     with Image.open(tmp_path / "progress.gif") as gif:
-        assert gif.n_frames == 41  # epochs 1, 4, ..., 118, then 120
+        # epochs 1, 4, ..., 118, then 120
+        assert gif.n_frames == 41
         gif.seek(gif.n_frames - 1)
         assert gif.convert("L").getpixel((0, 0)) == 120
     assert_image(tmp_path / "losses.png")
@@ -233,7 +304,7 @@ def test_bad_flags_exit_2_with_one_line(script):
     assert_one_line_error(run_main(script, "--lr", "inf"), "--lr", "must be positive")
     assert_one_line_error(run_main(script, "--seed", -1), "--seed", "0 to 2**32 - 1")
     assert_one_line_error(run_main(script, "--seed", 2**32), "--seed")
-    assert_one_line_error(run_main(script, "--lr", "1e8"), "--lr at most 1")
+    assert_one_line_error(run_main(script, "--lr", "1e8"), "--lr", "must be at most 1")
     if not torch.cuda.is_available():
         assert_one_line_error(run_main(script, "--device", "cuda"), "CUDA is not available")
     assert run_main(script, "--help").returncode == 0
@@ -245,15 +316,21 @@ def test_bad_paths_exit_2_before_training_and_name_what_the_path_is(script, tmp_
     a_file.write_text("keep me")
     assert_one_line_error(run_main(script, "--out", a_file), "--out", "is a file, not a folder")
     assert_one_line_error(run_main(script, "--out", a_file / "run"), "--out", "cannot be written")
-    assert_one_line_error(run_main(script, "--out", "/proc/no_such_run"), "--out", "cannot be written")
-    assert_one_line_error(run_main(script, "--data-root", a_file, "--out", tmp_path / "o"),
-                          "--data-root", "is a file, not a folder")
+    assert_one_line_error(
+        run_main(script, "--out", "/proc/no_such_run"), "--out", "cannot be written"
+    )
+    assert_one_line_error(
+        run_main(script, "--data-root", a_file, "--out", tmp_path / "o"),
+        "--data-root",
+        "is a file, not a folder",
+    )
     assert a_file.read_text() == "keep me" and not (tmp_path / "o" / "loss.txt").exists()
 
 
 def test_mlp_batch_larger_than_the_data_is_an_error_not_a_silent_no_op(tmp_path):
-    result = run_main(mnist_mlp_gan, "--batch-size", 6000, "--data-root", tmp_path / "mnist",
-                      "--out", tmp_path)
+    result = run_main(
+        mnist_mlp_gan, "--batch-size", 6000, "--data-root", tmp_path / "mnist", "--out", tmp_path
+    )
     assert_one_line_error(result, "--batch-size 6000 is more than the 5000 images")
 
 
@@ -266,9 +343,22 @@ def test_ctrl_c_keeps_generator_and_plots_then_exits_130(script, tmp_path, monke
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real_step(*args)
+
     monkeypatch.setattr(script, "train_step", interrupted_step)
-    result = run_main(script, "--batch-size", 16, "--epochs", 2, "--device", "cpu", "--quiet",
-                      "--data-root", tmp_path / "mnist", "--out", tmp_path / "out")
+    result = run_main(
+        script,
+        "--batch-size",
+        16,
+        "--epochs",
+        2,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-root",
+        tmp_path / "mnist",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 130, result.stderr
     assert (tmp_path / "out" / "generator.pt").exists()
     assert_image(tmp_path / "out" / "losses.png")
@@ -279,10 +369,15 @@ def test_ctrl_c_keeps_generator_and_plots_then_exits_130(script, tmp_path, monke
 def test_a_damaged_mnist_file_is_named_in_one_line_with_how_to_fix_it(script, damage, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    header = bytes([0, 0, 8, 3, 0, 0, 0xEA, 0x60, 0, 0, 0, 28, 0, 0, 0, 28])  # 60,000 x 28 x 28 uint8
-    (raw / "train-images-idx3-ubyte").write_bytes(b"" if damage == "empty" else header + bytes(1000))
+    # 60,000 x 28 x 28 uint8
+    header = bytes([0, 0, 8, 3, 0, 0, 0xEA, 0x60, 0, 0, 0, 28, 0, 0, 0, 28])
+    (raw / "train-images-idx3-ubyte").write_bytes(
+        b"" if damage == "empty" else header + bytes(1000)
+    )
     result = run_main(script, "--data-root", tmp_path, "--out", tmp_path / "out", "--device", "cpu")
-    assert_one_line_error(result, str(raw / "train-images-idx3-ubyte"), "delete it to download it again")
+    assert_one_line_error(
+        result, str(raw / "train-images-idx3-ubyte"), "delete it to download it again"
+    )
 
 
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
@@ -295,18 +390,67 @@ def test_a_run_that_stops_on_nan_leaves_the_earlier_runs_files_alone(script, tmp
     def diverging_step(*args):
         d_loss, g_loss = real_step(*args)
         return d_loss * float("nan"), g_loss
+
     monkeypatch.setattr(script, "train_step", diverging_step)
-    result = run_main(script, "--max-steps", 2, "--batch-size", 16, "--device", "cpu", "--quiet",
-                      "--data-root", tmp_path / "mnist", "--out", out)
-    assert_one_line_error(result, "NaN/inf in epoch 1", "lower --lr)")  # no generator.pt of this run to name
+    result = run_main(
+        script,
+        "--max-steps",
+        2,
+        "--batch-size",
+        16,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-root",
+        tmp_path / "mnist",
+        "--out",
+        out,
+    )
+    # no generator.pt of this run to name
+    assert_one_line_error(result, "NaN/inf in epoch 1", "lower --lr)")
     assert (out / "loss.txt").read_text() == "[1/1]: an earlier run\n"
     assert sorted(p.name for p in out.iterdir()) == ["loss.txt"]
+
+
+@pytest.mark.skipif(
+    not dcgan_celeba.cpu_has_fast_bf16(), reason="this CPU has no bf16 instructions: fp32 here"
+)
+def test_on_a_cpu_with_bf16_instructions_the_mlps_default_run_multiplies_in_bf16(
+    tmp_path, monkeypatch
+):
+    dtypes, build_gan = set(), mnist_mlp_gan.build_gan
+
+    def build_gan_that_records_each_layers_dtype(*args):
+        models = build_gan(*args)
+        for module in [*models[0].modules(), *models[1].modules()]:
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(lambda module, x, out: dtypes.add(out.dtype))
+        return models
+
+    monkeypatch.setattr(mnist_mlp_gan, "build_gan", build_gan_that_records_each_layers_dtype)
+    result = run_main(
+        mnist_mlp_gan,
+        "--max-steps",
+        1,
+        "--batch-size",
+        32,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-root",
+        tmp_path / "mnist",
+        "--out",
+        tmp_path / "out",
+    )
+    assert result.returncode == 0, result.stderr
+    assert dtypes == {torch.bfloat16}
 
 
 def test_mlp_says_when_amp_has_no_fast_bf16_to_use(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist_mlp_gan.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(mnist_mlp_gan, "train", lambda *args: (None, [], [], False))
-    result = run_main(mnist_mlp_gan, "--amp", "--device", "cpu", "--data-root", tmp_path / "m",
-                      "--out", tmp_path)
+    result = run_main(
+        mnist_mlp_gan, "--amp", "--device", "cpu", "--data-root", tmp_path / "m", "--out", tmp_path
+    )
     assert result.returncode == 0 and "in fp32 (--amp: no fast bf16)" in result.stdout
