@@ -45,7 +45,7 @@ def parse_args(argv=None, run_flags=None):
     # --flag and --no-flag
     on_off = argparse.BooleanOptionalAction
     p.add_argument("--epochs", type=int, default=20, help="train until this epoch (tutorial: 50)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch, per process")
+    p.add_argument("--batch-size", type=int, default=128, help="images a step, all processes'")
     p.add_argument("--lr", type=float, default=2e-4, help="G's Adam learning rate; D's stays 2e-4")
     p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models, last G")
     p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order")
@@ -94,7 +94,7 @@ def load_images(paths):
                 square = T.CenterCrop(64)(T.Resize(64)(im.convert("RGB")))
                 images.append(T.functional.pil_to_tensor(square))
         # Returned, not raised: a DataLoader worker that raises stalls the loader's shutdown.
-        except OSError as error:
+        except (OSError, Image.DecompressionBombError) as error:
             return f"{path}: {error}"
     return torch.stack(images)
 
@@ -110,20 +110,17 @@ def decode(paths, batches, num_workers):
         yield batch
 
 
-def find_images(root):
-    """Every picture under root at any depth: CelebA's, torchvision's and Kaggle's layouts alike."""
-    # glob's "**" skips hidden folders such as .ipynb_checkpoints
-    found = glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)
-    return sorted(path for path in found if path.lower().endswith(IMAGE_TYPES))
-
-
 def cache_images(paths, args):
-    """All the images decoded once, as uint8: later epochs index it (YOLOv5's --cache ram)."""
+    """The images decoded once into one uint8 tensor that later epochs index (YOLOv5's --cache
+    ram); each worker's batch copied in and released, so 64 MB of /dev/shm is enough."""
     print(f"caching {len(paths):,} images as uint8: {len(paths) * 3 * 64 * 64 / 1e9:.2f} GB")
-    decoded = decode(paths, torch.arange(len(paths)).split(256), args.num_workers)
-    total = -(-len(paths) // 256)
-    bar = tqdm(decoded, desc="decoding", total=total, leave=False, disable=args.quiet)
-    return torch.cat(list(bar))
+    images = torch.empty(len(paths), 3, 64, 64, dtype=torch.uint8)
+    batches = torch.arange(len(paths)).split(64)
+    decoded = decode(paths, batches, args.num_workers)
+    bar = tqdm(decoded, desc="decoding", total=len(batches), leave=False, disable=args.quiet)
+    for indices, batch in zip(batches, bar):
+        images[indices] = batch
+    return images
 
 
 def fits_in_memory(size):
@@ -135,31 +132,29 @@ def fits_in_memory(size):
 
 def load_digits():
     """The 5,000 bundled MNIST digits; this file alone (a pasted cell) downloads MNIST's first."""
-    try:
-        with np.load(os.path.join(HERE, "data", "mnist_sample.npz")) as sample:
-            return torch.from_numpy(sample["images"])
-    except FileNotFoundError:
-        try:
-            return torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
-        # offline
-        except (RuntimeError, OSError):
-            return None
+    path = os.path.join(HERE, "data", "mnist_sample.npz")
+    if not os.path.exists(path):
+        return torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
+    with np.load(path) as sample:
+        return torch.from_numpy(sample["images"])
 
 
 def make_dataset(args, rank=0, world=1):
     """This process's share of the images: uint8 (N, C, 64, 64) in memory, or a list of files."""
     root = args.data_root or os.path.join(HERE, "data", "celeba")
-    paths = find_images(root)
+    # every picture at any depth, as in CelebA's, torchvision's and Kaggle's layouts; glob's "**"
+    # skips hidden folders such as .ipynb_checkpoints
+    found = glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)
+    paths = sorted(path for path in found if path.lower().endswith(IMAGE_TYPES))
     if paths:
         folder = os.path.commonpath({os.path.dirname(path) for path in paths})
         print(f"{len(paths):,} images in {folder}")
         # Each process decodes and caches its own share.
         paths = paths[rank : len(paths) // world * world : world]
         size = len(paths) * world * 3 * 64 * 64
-        if args.cache is None and not fits_in_memory(size):
-            print(f"not caching {size / 1e9:.1f} GB (over 1/4 of the memory): epochs decode them")
-            return paths
-        if args.cache is False:
+        why = "--no-cache" if args.cache is False else "over 1/4 of the memory"
+        if args.cache is False or (args.cache is None and not fits_in_memory(size)):
+            print(f"not caching {size / 1e9:.1f} GB ({why}): each epoch decodes them")
             return paths
         return cache_images(paths, args)
     # The user named this folder: never swap in other data.
@@ -172,9 +167,12 @@ def make_dataset(args, rank=0, world=1):
         f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, put CelebA's "
         "img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)"
     )
-    digits = load_digits()
-    if digits is None:
-        fail(f"no images in {root}, no bundled digits, no MNIST download", "go online, or clone")
+    # offline without the sample, or the sample damaged
+    try:
+        digits = load_digits()
+    except Exception as error:
+        what = f"no images in {root}, and no digits either ({type(error).__name__})"
+        fail(what, "restore data/mnist_sample.npz from the repository, or go online")
     digits = F.interpolate(digits.unsqueeze(1).float(), size=64, mode="bilinear")
     digits = digits.round().clamp(0, 255).to(torch.uint8)
     # Grey: the loop makes them RGB a batch at a time.
@@ -313,41 +311,68 @@ def build_gan(args, device, amp_dtype):
     return gan
 
 
-def restore(gan, checkpoint, args, world):
-    """Loads a checkpoint into the GAN; returns where it stopped: epoch, batches done, losses."""
+def restore(gan, checkpoint, args, rank, world, per_epoch):
+    """Loads a checkpoint into the GAN; returns where to go on: epoch, step in it, losses."""
     try:
         for name in TRAINED:
             getattr(gan, name).load_state_dict(checkpoint[f"{name}_state_dict"])
     except (KeyError, RuntimeError, ValueError) as error:
         fail(f"{args.resume} does not fit these models ({type(error).__name__})", "use its flags")
-    losses = checkpoint["losses"]
-    # written before the losses were kept as [D, G] rows
-    if isinstance(losses, dict):
-        losses = [list(row) for row in zip(losses["d"], losses["g"])]
-    # One process draws its noise as if it had never stopped.
-    if world == 1:
-        torch.set_rng_state(checkpoint["rng_state"])
-    return checkpoint["epoch"], checkpoint["batches_done"], losses
+    # Each process draws its noise as if it had never stopped, if there are as many as before.
+    if len(checkpoint["rng_states"]) == world:
+        torch.set_rng_state(checkpoint["rng_states"][rank])
+    # The position is kept in samples: on any number of processes, a step of the same total batch
+    # goes on from the same sample (run() checked that the batch reaches it).
+    start = checkpoint["samples_done"] // args.batch_size
+    # a checkpoint written as its epoch ended goes on with the next one
+    if start >= per_epoch:
+        return checkpoint["epoch"] + 1, 0, checkpoint["losses"]
+    return checkpoint["epoch"], start, checkpoint["losses"]
 
 
-def wrap_for_ddp(gan):
-    """G and D as DDP sees them: each process's gradients are averaged over all of them."""
+def distribute(gan):
+    """Under torchrun: G and D in DDP, which averages gradients, and a group to agree on a stop."""
+    gan.generator, gan.discriminator, gan.stop_group = gan.g_model, gan.d_model, None
     if not torch.distributed.is_initialized():
-        return gan.g_model, gan.d_model
+        return
+    gan.generator = DDP(gan.g_model)
     # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN.
     warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")
-    return DDP(gan.g_model), DDP(gan.d_model, broadcast_buffers=False)
+    gan.discriminator = DDP(gan.d_model, broadcast_buffers=False)
+    # on the CPU (gloo): agreeing waits for no GPU
+    gan.stop_group = torch.distributed.new_group(backend="gloo")
 
 
-def epoch_batches(images, args, epoch, start, count=None):
+def stop_agreed(stop, group):
+    """Whether any process was told to stop: under torchrun, all then stop after the same step."""
+    if group is None:
+        return stop.is_set()
+    flag = torch.tensor(float(stop.is_set()))
+    torch.distributed.all_reduce(flag, torch.distributed.ReduceOp.MAX, group=group)
+    return bool(flag)
+
+
+def rng_states():
+    """Every process's RNG state, rank 0's first: each draws the same noise after a resume."""
+    state = torch.get_rng_state()
+    if not torch.distributed.is_initialized():
+        return [state]
+    states = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def epoch_batches(images, batch_size, args, epoch, start, count=None):
     """The epoch's uint8 batches from batch `start` on (`count` of them): decoded, or indexed."""
     # The order comes from (seed, epoch) alone: a resumed epoch goes on in the same order.
     seeded = torch.Generator().manual_seed(args.seed + epoch)
     order = torch.randperm(len(images), generator=seeded)
-    order = order[start * args.batch_size :].split(args.batch_size)[:count]
+    order = order[start * batch_size :].split(batch_size)[:count]
     if isinstance(images, list):
         return decode(images, order, args.num_workers)
-    return (images[indices.to(images.device)] for indices in order)
+    # the order copied to the images' device once an epoch: the steps never wait for the host
+    order = torch.cat(order).to(images.device).split(batch_size)
+    return (images[indices] for indices in order)
 
 
 def to_real(batch, device):
@@ -363,15 +388,16 @@ def save_atomically(content, path):
     os.replace(path + ".tmp", path)
 
 
-def save_epoch(gan, args, fixed_noise, epoch, batches_done, per_epoch, losses):
+def save_epoch(gan, args, fixed_noise, epoch, batches_done, per_epoch, losses, rng):
     """What an epoch (or its part, when the run stops) leaves: a grid, checkpoints, a line."""
     # eval(): BatchNorm's running statistics, as infer.py draws
     fake = gan.g_ema.eval()(fixed_noise).float()
     grid_path = os.path.join(args.out, f"fake_epoch_{epoch:03d}.png")
     torchvision.utils.save_image(fake, grid_path, normalize=True, value_range=(-1, 1))
     state = {f"{name}_state_dict": getattr(gan, name).state_dict() for name in TRAINED}
-    last = dict(state, epoch=epoch, batches_done=batches_done, args=vars(args), losses=losses)
-    last["rng_state"] = torch.get_rng_state()
+    samples_done = batches_done * args.batch_size
+    last = dict(state, epoch=epoch, samples_done=samples_done, args=vars(args), losses=losses)
+    last["rng_states"] = rng
     save_atomically(last, os.path.join(args.out, "checkpoint_last.pt"))
     # zhangxiann's lesson 8 snapshot: G (the one drawn) and D
     if batches_done == per_epoch and epoch % args.save_every == 0:
@@ -382,7 +408,7 @@ def save_epoch(gan, args, fixed_noise, epoch, batches_done, per_epoch, losses):
 
 
 def train_epoch(gan, reals, first_step, stop):
-    """Trains on each real batch until they run out or Ctrl-C: (D, G) losses, the last batch."""
+    """Steps until the batches run out or a stop: (D, G) losses, the last batch, whether stopped."""
     losses = []
     models = (gan.generator, gan.discriminator, gan.g_optimizer, gan.d_optimizer)
     for real in reals:
@@ -390,9 +416,9 @@ def train_epoch(gan, reals, first_step, stop):
         update_average(gan.g_ema, gan.g_model, first_step + len(losses), gan.ema_decay)
         # kept on the device until the epoch ends: no wait for the GPU in the loop
         losses.append(torch.stack([d_loss, g_loss]).float())
-        if stop.is_set():
-            break
-    return torch.stack(losses).cpu(), real
+        if stop_agreed(stop, gan.stop_group):
+            return torch.stack(losses).cpu(), real, True
+    return torch.stack(losses).cpu(), real, False
 
 
 def train(args, device, rank, world, amp_dtype, checkpoint):
@@ -403,57 +429,59 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
             images = images.to(device)
     gan = build_gan(args, device, amp_dtype)
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
+    # --batch-size is the step's total: each of the processes takes its share
+    batch_size = args.batch_size // world
+    per_epoch = -(-len(images) // batch_size)
     first_epoch, start, losses = 1, 0, []
     if checkpoint:
-        first_epoch, start, losses = restore(gan, checkpoint, args, world)
-    per_epoch = -(-len(images) // args.batch_size)
-    # a checkpoint written as its epoch ended goes on with the next one
-    if start == per_epoch:
-        first_epoch += 1
-        start = 0
+        first_epoch, start, losses = restore(gan, checkpoint, args, rank, world, per_epoch)
     if first_epoch > args.epochs:
         print(f"{args.resume} already has {first_epoch - 1} epochs: raise --epochs to train more")
-    gan.generator, gan.discriminator = wrap_for_ddp(gan)
+    distribute(gan)
     steps_left = args.max_steps
-    real, fake, drawn_epoch = None, None, 0
-    # Ctrl-C ends the step, then the run saves and stops.
+    real, fake, drawn_epoch, stopped = None, None, 0, False
+    # Ctrl-C (or a scheduler's SIGTERM) ends the step, then the run saves and stops.
     stop = threading.Event()
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stop_signals}
+    hide_bar = args.quiet or rank > 0
     try:
         for epoch in range(first_epoch, args.epochs + 1):
-            batches = epoch_batches(images, args, epoch, start, steps_left)
-            description = f"epoch {epoch}/{args.epochs}"
-            hide = args.quiet or rank > 0
-            bar = tqdm(
-                batches, total=per_epoch, initial=start, desc=description, disable=hide, leave=False
-            )
+            batches = epoch_batches(images, batch_size, args, epoch, start, steps_left)
+            bar = tqdm(batches, total=per_epoch, initial=start, leave=False, disable=hide_bar)
+            bar.set_description(f"epoch {epoch}/{args.epochs}")
             reals = (to_real(batch, device) for batch in bar)
-            epoch_losses, real = train_epoch(gan, reals, len(losses), stop)
+            epoch_losses, real, stopped = train_epoch(gan, reals, len(losses), stop)
             if not epoch_losses.isfinite().all():
                 fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp")
             losses += epoch_losses.tolist()
             start += len(epoch_losses)
+            # every process's, gathered before rank 0 alone saves
+            rng = rng_states()
             if rank == 0:
-                fake = save_epoch(gan, args, fixed_noise, epoch, start, per_epoch, losses)
+                fake = save_epoch(gan, args, fixed_noise, epoch, start, per_epoch, losses, rng)
                 drawn_epoch = epoch
                 d_mean, g_mean = epoch_losses.mean(0).tolist()
                 print(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
             if steps_left is not None:
                 steps_left -= len(epoch_losses)
-            if stop.is_set() or steps_left == 0:
+            if stopped or steps_left == 0:
                 break
             start = 0
     # also when a NaN loss or an unreadable image ends the run
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if drawn_epoch:
             save_plots(losses, args.out, real, fake, drawn_epoch, args.show)
-    return gan.g_ema, stop.is_set()
+    return gan.g_ema, stopped
 
 
 def save_gif(out, last_epoch):
-    """progress.gif: the grids of epochs 1 to last_epoch, skipping an older run's later ones."""
-    grids = [os.path.join(out, f"fake_epoch_{epoch:03d}.png") for epoch in range(1, last_epoch + 1)]
+    """progress.gif: the grids of about 100 epochs up to last_epoch (not an older run's later
+    ones), evenly spaced, the first and the last kept: a few hundred open files fail on macOS."""
+    epochs = {*range(1, last_epoch + 1, -(-last_epoch // 100)), last_epoch}
+    grids = [os.path.join(out, f"fake_epoch_{epoch:03d}.png") for epoch in sorted(epochs)]
     frames = [Image.open(path) for path in grids if os.path.exists(path)]
     gif_path = os.path.join(out, "progress.gif")
     frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=400, loop=0)
@@ -485,6 +513,11 @@ def load_checkpoint(path):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         run_flags = {k: v for k, v in checkpoint["args"].items() if k not in CALL_FLAGS}
+        # written before the position was counted in samples: one process's batches and RNG
+        if "samples_done" not in checkpoint:
+            batches_done = checkpoint["batches_done"]
+            checkpoint["samples_done"] = batches_done * checkpoint["args"]["batch_size"]
+            checkpoint["rng_states"] = [checkpoint["rng_state"]]
     # missing, a folder, cut short, not a checkpoint, an epoch snapshot (no args)...
     except Exception as error:
         fail(
@@ -546,13 +579,13 @@ def run(args, argv):
     if args.resume:
         checkpoint, run_flags = load_checkpoint(args.resume)
         args = parse_args(argv, run_flags)
-        differing = [
-            f"--{flag.replace('_', '-')} {getattr(args, flag)} (the run's: {value})"
-            for flag, value in run_flags.items()
-            if getattr(args, flag) != value
-        ]
-        if differing:
-            print(f"resuming with {', '.join(differing)}")
+        for flag, value in run_flags.items():
+            if getattr(args, flag) != value:
+                given = f"--{flag.replace('_', '-')} {getattr(args, flag)}"
+                print(f"resuming with {given} (the run's: {value})")
+        if checkpoint["samples_done"] % args.batch_size:
+            what = f"{args.resume} stopped {checkpoint['samples_done']:,} images into its epoch"
+            fail(f"{what}, which batches of {args.batch_size} do not reach", "use its --batch-size")
     # in a notebook, the last figures show inline
     args.show = args.show or "ipykernel" in sys.modules
     if not args.show:
@@ -562,6 +595,9 @@ def run(args, argv):
     if args.num_workers and pasted and torch.multiprocessing.get_start_method() != "fork":
         print("decoding in this process: spawned workers cannot import a pasted cell's code")
         args.num_workers = 0
+    if args.batch_size % world:
+        what = f"--batch-size {args.batch_size} does not split over {world} processes"
+        fail(what, f"give a multiple of {world}: it is the total of a step")
     device, amp_dtype = pick_device(args)
     check_out(args.out)
     if device.type == "cuda":

@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -150,6 +151,7 @@ def test_cached_pixels_equal_the_decoded_ones_and_no_cache_keeps_the_files(image
     assert cached.min() == 0 and cached.max() > 200
     files = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--no-cache"]))
     assert files == paths
+    assert "not caching 0.0 GB (--no-cache): each epoch decodes them" in capsys.readouterr().out
 
 
 def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch_and_it_says_so(
@@ -224,12 +226,13 @@ def test_cli_writes_grids_plots_and_a_checkpoint_but_no_snapshot_mid_epoch(dcgan
         "epoch",
         "g_optimizer_state_dict",
         "d_optimizer_state_dict",
-        "batches_done",
+        "samples_done",
         "args",
-        "rng_state",
+        "rng_states",
         "losses",
     }
-    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (1, 2, 2)
+    # two steps of 4 images into the first epoch
+    assert (checkpoint["epoch"], checkpoint["samples_done"], len(checkpoint["losses"])) == (1, 8, 2)
     dc.Generator().load_state_dict(checkpoint["g_ema_state_dict"])
     # the epoch is not over
     assert not (run / "checkpoint_epoch_001.pt").exists()
@@ -311,7 +314,7 @@ def test_ctrl_c_mid_epoch_then_resume_ends_with_the_real_gs_weights_of_a_run_nev
         stopped = run_main(dc, *common, "--out", tmp_path / "split")
     assert stopped.returncode == 130 and "interrupted" in stopped.stdout
     checkpoint = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (2, 1, 3)
+    assert (checkpoint["epoch"], checkpoint["samples_done"], len(checkpoint["losses"])) == (2, 4, 3)
     assert_image(tmp_path / "split" / "progress.gif")
     # the run's flags come back from the checkpoint: seed, batch size, epochs, data, out
     resumed = run_main(dc, "--resume", tmp_path / "split" / "checkpoint_last.pt", "--quiet")
@@ -333,7 +336,7 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
     common = [*SMALL, "--data-root", image_folder, "--epochs", 2]
     assert run_main(dc, *common, "--max-steps", 3, "--out", tmp_path).returncode == 0
     stopped = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
-    assert (stopped["epoch"], stopped["batches_done"]) == (2, 1)
+    assert (stopped["epoch"], stopped["samples_done"]) == (2, 4)
     resumed = run_main(
         dc,
         "--resume",
@@ -346,18 +349,21 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming with --lr 0.0001 (the run's: 0.0002)" in resumed.stdout.splitlines()
     checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["batches_done"], len(checkpoint["losses"])) == (2, 2, 4)
+    assert (checkpoint["epoch"], checkpoint["samples_done"], len(checkpoint["losses"])) == (2, 8, 4)
     again = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
     assert again.returncode == 0 and "already has 2 epochs" in again.stdout
-    # a checkpoint written before the losses became [D, G] rows, {"d": [...], "g": [...]}, still
-    # resumes
-    rows = stopped["losses"]
-    stopped["losses"] = {"d": [d for d, _ in rows], "g": [g for _, g in rows]}
+    # a checkpoint written before the position was kept in samples (one process's batches) and
+    # every process's RNG state still resumes
+    stopped["batches_done"] = stopped.pop("samples_done") // 4
+    stopped["rng_state"] = stopped.pop("rng_states")[0]
     torch.save(stopped, tmp_path / "old.pt")
     resumed = run_main(dc, "--resume", tmp_path / "old.pt")
     assert resumed.returncode == 0, resumed.stderr
     losses = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["losses"]
-    assert len(losses) == 4 and losses[:3] == rows
+    assert len(losses) == 4 and losses[:3] == stopped["losses"]
+    # a batch that cannot go on from the sample it stopped at says so
+    result = run_main(dc, "--resume", tmp_path / "old.pt", "--batch-size", 3)
+    assert_one_line_error(result, "stopped 4 images into its epoch", "batches of 3 do not reach")
 
 
 def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
@@ -447,29 +453,88 @@ def test_unwritable_out_exits_2_before_loading_data(tmp_path):
         assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
 
 
-# dcgan_celeba.py run as torchrun runs it, and each rank's average of G saved where it ends
-PROBE = """import os, sys
+# dcgan_celeba.py as torchrun runs it. Each rank writes its process id, its exit code and the
+# average of G it ends with in --out; NARROW=<tests folder> trains the narrow G, STEP_SECONDS
+# slows each step.
+PROBE = """import os, sys, time
 import torch
 import dcgan_celeba
+if os.environ.get("NARROW"):
+    sys.path.insert(0, os.environ["NARROW"])
+    from conftest import NarrowGenerator
+    dcgan_celeba.Generator = NarrowGenerator
+step = dcgan_celeba.train_step
+def slow_step(*args, **kwargs):
+    time.sleep(float(os.environ.get("STEP_SECONDS", 0)))
+    return step(*args, **kwargs)
+dcgan_celeba.train_step = slow_step
 out = sys.argv[sys.argv.index("--out") + 1]
-generator = dcgan_celeba.main(sys.argv[1:])
-weights = dict(generator.named_parameters())
-torch.save(weights, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+rank = os.environ["RANK"]
+os.makedirs(out, exist_ok=True)
+open(os.path.join(out, f"rank{rank}.pid"), "w").write(str(os.getpid()))
+try:
+    generator = dcgan_celeba.main(sys.argv[1:])
+except SystemExit as stop:
+    open(os.path.join(out, f"rank{rank}.exit"), "w").write(str(stop.code))
+    raise
+open(os.path.join(out, f"rank{rank}.exit"), "w").write("0")
+torch.save(dict(generator.named_parameters()), os.path.join(out, f"rank{rank}.pt"))
 """
 
 
-def torchrun(sandbox, *args, device="cpu"):
+def torchrun(sandbox, *args, device="cpu", env=None, wait=True):
     """The sandbox's dcgan_celeba.py as two CPU processes (gloo), or one per GPU (nccl), under
-    torchrun; each rank saves the average of G it ends with as rank<N>.pt in --out."""
+    torchrun, through PROBE. wait=False: the running launcher, in a process group of its own."""
     (sandbox / "ddp_probe.py").write_text(PROBE)
     nproc = 2 if device == "cpu" else 1
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command = [*launcher, f"--nproc_per_node={nproc}", str(sandbox / "ddp_probe.py")]
     command += ["--device", device, *map(str, args)]
-    environment = {**os.environ, "MPLBACKEND": "Agg"}
+    environment = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
+    if not wait:
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            command, cwd=sandbox, env=environment, start_new_session=True, **pipes
+        )
     return subprocess.run(
         command, cwd=sandbox, capture_output=True, text=True, timeout=300, env=environment
     )
+
+
+def test_a_stop_signal_to_one_rank_stops_both_after_one_step_and_the_run_resumes_exactly(
+    tmp_path, sandbox
+):
+    faces(tmp_path / "faces", 16)
+    flags = ["--data-root", tmp_path / "faces", "--epochs", 3, "--batch-size", 4, "--seed", 5]
+    flags += ["--num-workers", 0, "--quiet"]
+    narrow = {"NARROW": os.path.join(ROOT, "tests")}
+    straight = torchrun(sandbox, *flags, "--out", tmp_path / "straight", env=narrow)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    uninterrupted = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
+    # 16 images in steps of 4 (2 + 2): 4 steps an epoch, as on one process
+    assert len(uninterrupted["losses"]) == 12 and uninterrupted["samples_done"] == 16
+    split = tmp_path / "split"
+    slow = {**narrow, "STEP_SECONDS": "0.3"}
+    launcher = torchrun(sandbox, *flags, "--out", split, env=slow, wait=False)
+    started = time.monotonic()
+    while not (split / "checkpoint_last.pt").exists() and launcher.poll() is None:
+        assert time.monotonic() - started < 120, "the first epoch did not end"
+        time.sleep(0.05)
+    # A scheduler's SIGTERM (or a Ctrl-C) that reaches rank 1 alone, once the first epoch is
+    # saved: rank 0 must stop after the same step, or rank 1 waits for it in DDP's all-reduce.
+    os.kill(int((split / "rank1.pid").read_text()), signal.SIGTERM)
+    launcher.communicate(timeout=30)
+    assert [(split / f"rank{rank}.exit").read_text() for rank in (0, 1)] == ["130", "130"]
+    stopped = torch.load(split / "checkpoint_last.pt", weights_only=True)
+    assert 4 <= len(stopped["losses"]) < 12
+    resumed = torchrun(
+        sandbox, "--resume", split / "checkpoint_last.pt", "--out", split, env=narrow
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    finished = torch.load(split / "checkpoint_last.pt", weights_only=True)
+    assert finished["losses"] == uninterrupted["losses"]
+    for key in ("g_model_state_dict", "d_model_state_dict", "g_ema_state_dict"):
+        assert all(torch.equal(finished[key][k], uninterrupted[key][k]) for k in finished[key])
 
 
 def test_torchrun_averages_two_processes_gradients_and_rank_0_alone_writes(
@@ -496,7 +561,9 @@ def test_torchrun_averages_two_processes_gradients_and_rank_0_alone_writes(
     # DDP's broadcast_buffers warning, on torch 2.14 and later
     assert "deprecated" not in result.stderr
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
-    assert state["batches_done"] == 4 and len(state["losses"]) == 4
+    # A mid-epoch checkpoint of one process goes on at the same sample on two: 2 steps of 4
+    # images, then 2 more of 2 + 2.
+    assert state["samples_done"] == 16 and len(state["losses"]) == 4
     assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
 
@@ -510,7 +577,7 @@ def test_on_a_cuda_gpu_it_trains_resumes_and_runs_under_torchrun_with_nccl(tmp_p
     resumed = run_main(dc, "--resume", tmp_path / "one" / "checkpoint_last.pt", "--max-steps", 2)
     assert resumed.returncode == 0, resumed.stderr
     assert (
-        torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["batches_done"] == 5
+        torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["samples_done"] == 80
     )
     flags = ["--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp"]
     result = torchrun(sandbox, *flags, device="cuda")
@@ -652,4 +719,83 @@ def test_without_the_bundled_sample_it_reads_a_downloaded_mnist_or_says_what_to_
 
     monkeypatch.setattr(dc.torchvision.datasets, "MNIST", offline)
     result = run_main(dc, *SMALL, "--out", tmp_path / "out")
-    assert_one_line_error(result, "no bundled digits, no MNIST download", "data/celeba")
+    assert_one_line_error(result, "no digits either (RuntimeError)", "data/celeba", "go online")
+
+
+def many_small_jpegs(folder, count):
+    """`count` small real JPEGs (faces, each its own brightness) in `folder`."""
+    with np.load(os.path.join(ROOT, "data", "faces_sample.npz")) as f:
+        pictures = f["images"]
+    folder.mkdir(parents=True)
+    for i in range(count):
+        face = pictures[i % len(pictures)].astype(np.int32) + i % 50
+        picture = Image.fromarray(face.clip(0, 255).astype(np.uint8)).resize((64, 64))
+        picture.convert("RGB").save(folder / f"{i:06d}.jpg", quality=90)
+
+
+IN_A_CONTAINER = [
+    *("unshare", "--mount", "--propagation", "private", "sh", "-c"),
+    'mount -t tmpfs -o size=16m tmpfs /dev/shm && ulimit -n 128 && exec "$0" -c "$1"',
+]
+
+
+def test_caching_works_in_a_container_with_64_mb_of_shared_memory_and_few_open_files(
+    tmp_path, sandbox
+):
+    # Docker's and Kubernetes' defaults, made here: a private /dev/shm (16 MB, a quarter of theirs)
+    # and `ulimit -n 128`
+    trial = subprocess.run([*IN_A_CONTAINER, sys.executable, "pass"], capture_output=True)
+    if trial.returncode:
+        pytest.skip(f"cannot make a container's conditions here (root and unshare needed): {trial}")
+    many_small_jpegs(tmp_path / "faces", 4000)
+    program = f"""import sys
+sys.path.insert(0, {str(sandbox)!r})
+import dcgan_celeba as dc
+flags = ["--data-root", {str(tmp_path / "faces")!r}, "--num-workers", "2", "--quiet"]
+images = dc.make_dataset(dc.parse_args(flags))
+path = {str(tmp_path / "faces" / "003999.jpg")!r}
+print(tuple(images.shape), bool((images[-1] == dc.load_images([path])[0]).all()))
+"""
+    result = subprocess.run(
+        [*IN_A_CONTAINER, sys.executable, program], capture_output=True, text=True, timeout=60
+    )
+    # a cache of 49 MB, three times the shared memory: each decoded batch was released
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "caching 4,000 images as uint8: 0.05 GB" in result.stdout
+    assert result.stdout.splitlines()[-1] == "(4000, 3, 64, 64) True"
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch, tmp_path):
+    # what torchrun --nproc_per_node=2 sets, less RANK: no process group is started
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = run_main(dc, "--batch-size", 3, "--out", tmp_path)
+    assert_one_line_error(result, "--batch-size 3 does not split over 2 processes")
+
+
+def test_an_image_over_pillows_decompression_bomb_limit_is_an_unreadable_image(
+    tmp_path, image_folder, monkeypatch
+):
+    # CelebA's 178x218 pictures, against a limit of 10,000 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    result = run_main(dc, "--data-root", image_folder, *SMALL, "--out", tmp_path)
+    assert_one_line_error(result, "unreadable image", "decompression bomb")
+
+
+def test_a_damaged_bundled_sample_is_named_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist_sample.npz").write_bytes(b"PK\x03\x04 cut short")
+    monkeypatch.setattr(dc, "HERE", str(tmp_path))
+    result = run_main(dc, *SMALL, "--out", tmp_path / "out")
+    assert_one_line_error(result, "no digits either (BadZipFile)", "restore data/mnist_sample.npz")
+
+
+def test_the_gif_holds_about_100_evenly_spaced_grids_the_first_and_the_last(tmp_path):
+    for epoch in range(1, 251):
+        Image.new("L", (1, 1), epoch).save(tmp_path / f"fake_epoch_{epoch:03d}.png")
+    dc.save_gif(str(tmp_path), 250)
+    with Image.open(tmp_path / "progress.gif") as gif:
+        # epochs 1, 4, ..., 250
+        assert gif.n_frames == 84
+        assert gif.convert("L").getpixel((0, 0)) == 1
+        gif.seek(gif.n_frames - 1)
+        assert gif.convert("L").getpixel((0, 0)) == 250

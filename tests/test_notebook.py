@@ -216,7 +216,7 @@ def test_interrupting_the_kernel_stops_the_run_says_so_keeps_its_files_and_ends_
     assert len(losses) == 1 and losses[0].startswith("[1/3]")
     checkpoint = tmp / "interrupted_dcgan_celeba.py" / "checkpoint_last.pt"
     state = torch.load(checkpoint, weights_only=True)
-    assert (state["epoch"], state["batches_done"], len(state["losses"])) == (1, 3, 3)
+    assert (state["epoch"], state["samples_done"], len(state["losses"])) == (1, 6, 3)
 
 
 def test_pasted_where_processes_spawn_images_are_decoded_in_the_kernel_with_one_line(session):
