@@ -56,8 +56,6 @@ def parse_args(argv=None):
     if not available[args.device]:
         p.error(f"--device {args.device}: {args.device.upper()} is not available")
     # --out is made and written to now, not after 30,000 steps
-    if os.path.isfile(args.out):
-        p.error(f"--out {args.out} is a file, not a folder")
     try:
         os.makedirs(args.out, exist_ok=True)
         tempfile.TemporaryFile(dir=args.out).close()
@@ -112,8 +110,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
     """D's update, then G's, on real (sets, n) and noise (sets * n, 1); G's on g_noise if given."""
     sets = real.shape[0]
     # tutorial: targets of shape (1,) against D's (1, 1), which crashes on current torch
-    ones = real.new_ones(sets, 1)
-    zeros = real.new_zeros(sets, 1)
+    ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)
     fake = generator(noise).view(sets, -1)
     # (1) Update D: maximize log D(x) + log(1 - D(G(z))); real and fake go through D in one pass
     d_optimizer.zero_grad()
@@ -133,7 +130,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
 
 
 def build_gan(args, device):
-    """G, D and their Adam optimizers, in the default recipe or the tutorial's."""
     generator = Generator().to(device)
     discriminator = Discriminator(input_size=2 * args.batch_size).to(device)
     # tutorial: 2e-4 for both: G can sit collapsed near 0 for 15,000 steps; 10x faster, it escapes
@@ -155,7 +151,6 @@ def train(args, device):
     # tutorial: one minibatch a D step, whose gradient is too noisy
     num_sets = 1 if tutorial else 4
     steps = min(args.steps, args.max_steps or args.steps)
-    # (step, generated mean, generated std) at every printed line
     history = []
     interrupted = False
     models = (generator, discriminator, g_optimizer, d_optimizer)
@@ -169,23 +164,29 @@ def train(args, device):
             averaged.update_parameters(generator)
             if step % args.print_interval == 0 or step == steps - 1:
                 r, f = real[0].cpu().numpy(), fake[0].cpu().numpy()
+                # (step, generated mean, generated std), for stats.png
                 history.append((step, float(f.mean()), float(f.std())))
+                # the tutorial's line
                 errors = f"D: {d_real.item():.4f}/{d_fake.item():.4f} G: {g_err.item():.4f}"
                 real_stats = f"Real: [{r.mean():.3f}, {r.std():.3f}]"
                 fake_stats = f"Fake: [{f.mean():.3f}, {f.std():.3f}]"
-                # the tutorial's line
                 if not args.quiet:
                     tqdm.write(f"{step}: {errors} ({real_stats}, {fake_stats})")
     # Ctrl-C, or a notebook's interrupt: the plots show what was learned so far
     except KeyboardInterrupt:
         interrupted = True
+    # BCE refuses a NaN score: the run diverged
+    except RuntimeError as error:
+        if "between 0 and 1" not in str(error):
+            raise
+        print(f"error: the losses became NaN at step {step} (lower --lr)", file=sys.stderr)
+        sys.exit(2)
     return (generator if tutorial else averaged.module), history, interrupted
 
 
 def ks_distance(samples):
     """Kolmogorov-Smirnov: the largest gap between the samples' CDF and N(4, 1.25)'s."""
-    x = np.sort(samples)
-    n = len(samples)
+    x, n = np.sort(samples), len(samples)
     z = torch.from_numpy((x - DATA_MEAN) / (DATA_STDDEV * np.sqrt(2.0)))
     cdf = 0.5 * (1.0 + torch.erf(z).numpy())
     return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))

@@ -30,9 +30,8 @@ PREFIXES = ("module.", "_orig_mod.")
 def parse_args(argv=None):
     formatter = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    default_checkpoint = "runs/dcgan_celeba/checkpoint_last.pt"
-    what = "a dcgan_celeba.py checkpoint, or a bare generator state_dict"
-    p.add_argument("--checkpoint", default=default_checkpoint, help=what)
+    checkpoint = "runs/dcgan_celeba/checkpoint_last.pt"
+    p.add_argument("--checkpoint", default=checkpoint, help="or a bare generator state_dict")
     p.add_argument("--num-images", type=int, default=64, help="samples in the grid (1 to 1024)")
     p.add_argument("--seed", type=int, default=1, help="seed of the fixed noise (tutorial: 1)")
     p.add_argument("--walk", action="store_true", help="vary one dimension of one noise vector")
@@ -156,10 +155,26 @@ def check_out(out):
     """Fails now, before the work, where --out cannot be written."""
     if os.path.isdir(out):
         fail(f"--out {out} is a folder, not a picture file", "give a path such as grid.png")
+    if os.path.exists(out) and not os.access(out, os.W_OK):
+        fail(f"--out {out} is read-only", "give another path, or make it writable")
     try:
         tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(out))).close()
     except OSError as error:
         fail(f"--out {out} cannot be written ({error.strerror})", "give a folder you can write to")
+
+
+def save_picture(images, out, nrow):
+    """The grid, whole or not at all: one line where it is too wide for its format (JPEG, WebP)."""
+    picture_format = Image.registered_extensions()[os.path.splitext(out)[1].lower()]
+    grid = vutils.make_grid(images, nrow, padding=2, normalize=True, value_range=(-1, 1))
+    try:
+        vutils.save_image(grid, out + ".tmp", format=picture_format)
+        os.replace(out + ".tmp", out)
+    except (OSError, ValueError) as error:
+        if os.path.exists(out + ".tmp"):
+            os.remove(out + ".tmp")
+        fail(f"--out {out} cannot hold this picture ({error})", "fewer --steps, or a .png")
+    return grid
 
 
 def run(args):
@@ -170,20 +185,17 @@ def run(args):
     pick_device(args)
     # by default, named after what it shows
     out = args.out or "samples.png"
-    if args.out is None and args.walk:
-        out = "walk.png"
-    if args.out is None and args.interpolate:
-        out = "interpolation.png"
+    if args.out is None and (args.walk or args.interpolate):
+        out = "walk.png" if args.walk else "interpolation.png"
     check_out(out)
     generator = load_generator(args.checkpoint, args.device)
     noise, nrow = make_noise(args)
     with torch.no_grad():
         images = generator(noise.to(args.device)).cpu()
-    vutils.save_image(images, out, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    grid = save_picture(images, out, nrow)
     print(f"wrote {len(images)} images to {out}")
     # the images themselves: matplotlib cannot read every format back (.pdf, .eps)
     if args.show:
-        grid = vutils.make_grid(images, nrow, normalize=True, value_range=(-1, 1))
         plt.imshow(grid.permute(1, 2, 0).numpy())
         plt.axis("off")
         plt.show()

@@ -63,29 +63,28 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def check_mnist_files(data_root):
-    """A download cut short leaves a file torchvision would read as garbage: name it."""
+def load_mnist(data_root):
+    """(uint8 digits (N, 28, 28), whether they are all of MNIST's 60,000 or the bundled 5,000)."""
+    if os.path.isfile(data_root):
+        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST goes to")
+    # a download cut short leaves files torchvision would read as garbage
     sizes = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008}
     for name, size in sizes.items():
         path = os.path.join(data_root, "MNIST", "raw", name)
         if os.path.exists(path) and os.path.getsize(path) != size:
             found = f"{os.path.getsize(path):,} bytes"
             fail(f"{path} is not MNIST's: {found}", "delete it to download it again")
-
-
-def load_mnist(data_root):
-    """(uint8 digits (N, 28, 28), whether they are all of MNIST's 60,000 or the bundled 5,000)."""
-    if os.path.isfile(data_root):
-        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST goes to")
-    check_mnist_files(data_root)
     try:
         return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
     # offline: a note, not an error
     except (RuntimeError, OSError) as error:
         reason = str(error).strip().splitlines()[-1].strip("<>")
         print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample")
+    try:
         with np.load(SAMPLE) as sample:
             return torch.from_numpy(sample["images"]), False
+    except Exception as error:
+        fail(f"{SAMPLE} cannot be read ({type(error).__name__})", "restore it from the repository")
 
 
 def batches(images, batch_size, device):
@@ -120,8 +119,7 @@ class Discriminator(nn.Module):
         self.fc2 = nn.Linear(self.fc1.out_features, self.fc1.out_features // 2)
         self.fc3 = nn.Linear(self.fc2.out_features, self.fc2.out_features // 2)
         self.fc4 = nn.Linear(self.fc3.out_features, 1)
-        # tutorial: F.dropout(x, 0.3), which stays on in eval() too
-        self.dropout = nn.Dropout(0.3)
+        self.dropout = nn.Dropout(0.3)  # tutorial: F.dropout(x, 0.3), on in eval() too
 
     # (B, 784) -> 1024 -> 512 -> 256 -> (B, 1) probability of "real"
     def forward(self, x):
@@ -202,18 +200,17 @@ def train(args, images, device, amp_dtype):
     history, grid_paths = [], []
     steps_left = args.max_steps or float("inf")
     interrupted = False
+    models = (generator, discriminator, g_optimizer, d_optimizer)
     for epoch in range(1, args.epochs + 1):
         # (D, G) per step, kept on the device until the epoch ends: no wait for the GPU
         epoch_losses = []
         reals = batches(images, args.batch_size, device)
-        description = f"epoch {epoch}/{args.epochs}"
         total = len(images) // args.batch_size
-        bar = tqdm(reals, total=total, desc=description, disable=args.quiet, leave=False)
+        bar = tqdm(reals, total=total, disable=args.quiet, leave=False)
+        bar.set_description(f"epoch {epoch}/{args.epochs}")
         try:
             for real in bar:
-                losses = train_step(
-                    generator, discriminator, g_optimizer, d_optimizer, real, amp_dtype
-                )
+                losses = train_step(*models, real, amp_dtype)
                 averaged.update_parameters(generator)
                 epoch_losses.append(torch.stack(losses))
                 if len(epoch_losses) == steps_left:
@@ -221,6 +218,11 @@ def train(args, images, device, amp_dtype):
         # Ctrl-C, or a notebook's interrupt button: keep what was learned so far
         except KeyboardInterrupt:
             interrupted = True
+        # BCE refuses a NaN score: the loss of that step is NaN
+        except RuntimeError as error:
+            if "between 0 and 1" not in str(error):
+                raise
+            epoch_losses.append(torch.full((2,), float("nan"), device=device))
         if not epoch_losses:
             break
         epoch_losses = torch.stack(epoch_losses).cpu()
@@ -276,8 +278,6 @@ def pick_device(args):
 
 def check_out(out):
     """Makes --out and writes a file there now, rather than fail after an epoch."""
-    if os.path.isfile(out):
-        fail(f"--out {out} is a file, not a folder", "give a folder you can write to")
     try:
         os.makedirs(out, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()

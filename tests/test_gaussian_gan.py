@@ -88,12 +88,13 @@ def test_nonsense_flags_exit_2_with_one_line():
     assert_one_line_error(run_main(gg, "--batch-size", 20000), "--batch-size", "at most 10000")
     assert_one_line_error(run_main(gg, "--print-interval", 0), "--print-interval")
     assert_one_line_error(run_main(gg, "--seed", -1), "--seed", "0 to 2**32 - 1")
+    assert_one_line_error(run_main(gg, "--lr", "1e30"), "--lr", "must be at most 1")
 
 
 def test_unwritable_out_exits_2_before_training(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    assert_one_line_error(run_main(gg, "--out", a_file), "--out", "is a file, not a folder")
+    assert_one_line_error(run_main(gg, "--out", a_file), "--out", "cannot be written (File exists)")
     assert_one_line_error(run_main(gg, "--out", a_file / "run"), "--out", "cannot be written")
     assert_one_line_error(run_main(gg, "--out", "/proc/no_such_run"), "--out", "cannot be written")
     assert a_file.read_text() == "keep me"
@@ -114,3 +115,19 @@ def test_ctrl_c_keeps_the_plots_so_far_and_exits_130(tmp_path, monkeypatch):
     assert "final: generated mean" in result.stdout
     assert_image(tmp_path / "stats.png")
     assert_image(tmp_path / "histogram.png")
+
+
+def test_a_run_whose_losses_become_nan_stops_with_one_line(tmp_path, monkeypatch):
+    real_step, calls = gg.train_step, []
+
+    # from the fifth step on, D's weights are NaN: its scores too
+    def diverging_step(generator, discriminator, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            for parameter in discriminator.parameters():
+                parameter.data.fill_(float("nan"))
+        return real_step(generator, discriminator, *args)
+
+    monkeypatch.setattr(gg, "train_step", diverging_step)
+    result = run_main(gg, "--steps", 100, "--quiet", "--out", tmp_path)
+    assert_one_line_error(result, "the losses became NaN at step 4", "lower --lr")

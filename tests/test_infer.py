@@ -187,3 +187,21 @@ def test_ctrl_c_ends_quietly_with_130(checkpoint, monkeypatch):
     monkeypatch.setattr(infer, "load_generator", interrupted)
     result = run_main(infer, "--checkpoint", checkpoint)
     assert result.returncode == 130 and result.stderr == ""
+
+
+def test_a_picture_too_wide_for_its_format_or_a_read_only_out_is_one_line_and_keeps_the_old(
+    checkpoint, tmp_path, monkeypatch
+):
+    old = tmp_path / "walk.jpg"
+    old.write_bytes(b"an earlier picture")
+    # 1,024 images of 66 pixels: wider than a JPEG's 65,535 pixels, a WebP's 16,383
+    for name, steps in (("walk.jpg", 1024), ("walk.webp", 300)):
+        flags = ["--walk", "--steps", steps, "--out", tmp_path / name]
+        result = run_main(infer, "--checkpoint", checkpoint, *flags)
+        assert_one_line_error(result, "cannot hold this picture", "fewer --steps, or a .png")
+    assert old.read_bytes() == b"an earlier picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.jpg"]
+    # what a user who is not root meets (root may write anything)
+    monkeypatch.setattr(infer.os, "access", lambda path, mode: False)
+    result = run_main(infer, "--checkpoint", checkpoint, "--out", old)
+    assert_one_line_error(result, "is read-only")

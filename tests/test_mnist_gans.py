@@ -314,7 +314,9 @@ def test_bad_flags_exit_2_with_one_line(script):
 def test_bad_paths_exit_2_before_training_and_name_what_the_path_is(script, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    assert_one_line_error(run_main(script, "--out", a_file), "--out", "is a file, not a folder")
+    assert_one_line_error(
+        run_main(script, "--out", a_file), "--out", "cannot be written (File exists)"
+    )
     assert_one_line_error(run_main(script, "--out", a_file / "run"), "--out", "cannot be written")
     assert_one_line_error(
         run_main(script, "--out", "/proc/no_such_run"), "--out", "cannot be written"
@@ -454,3 +456,31 @@ def test_mlp_says_when_amp_has_no_fast_bf16_to_use(tmp_path, monkeypatch):
         mnist_mlp_gan, "--amp", "--device", "cpu", "--data-root", tmp_path / "m", "--out", tmp_path
     )
     assert result.returncode == 0 and "in fp32 (--amp: no fast bf16)" in result.stdout
+
+
+def test_a_mlp_run_whose_d_scores_become_nan_stops_with_one_line(tmp_path, monkeypatch):
+    real_step, calls = mnist_mlp_gan.train_step, []
+
+    # from the third step on, D's weights are NaN: BCE then refuses its scores
+    def diverging_step(generator, discriminator, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            for parameter in discriminator.parameters():
+                parameter.data.fill_(float("nan"))
+        return real_step(generator, discriminator, *args)
+
+    monkeypatch.setattr(mnist_mlp_gan, "train_step", diverging_step)
+    flags = ["--max-steps", 5, "--batch-size", 16, "--device", "cpu", "--quiet"]
+    result = run_main(mnist_mlp_gan, *flags, "--data-root", tmp_path / "m", "--out", tmp_path)
+    assert_one_line_error(result, "loss became NaN/inf in epoch 1", "lower --lr)")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_offline_with_a_damaged_bundled_sample_it_says_so_in_one_line(
+    script, tmp_path, monkeypatch
+):
+    damaged = tmp_path / "mnist_sample.npz"
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    monkeypatch.setattr(script, "SAMPLE", str(damaged))
+    result = run_main(script, "--data-root", tmp_path / "m", "--out", tmp_path / "out")
+    assert_one_line_error(result, f"{damaged} cannot be read (BadZipFile)", "restore it")
