@@ -10,13 +10,14 @@ import tokenize
 import pytest
 from conftest import ROOT
 
-# formatted lines, comments included: soft limits, met by simplifying, never by packing
+# Formatted lines, comments included: soft limits, met by simplifying, never by packing.
+# dcgan_celeba.py aims at 600; multi-GPU's agreed stop and per-process RNG states hold it at 640.
 LINE_LIMITS = {
     "gaussian_gan.py": 260,
     "infer.py": 220,
     "mnist_mlp_gan.py": 340,
     "mnist_conv_gan.py": 340,
-    "dcgan_celeba.py": 600,
+    "dcgan_celeba.py": 640,
 }
 PYTHON_FILES = [os.path.join(ROOT, name) for name in LINE_LIMITS]
 PYTHON_FILES += glob.glob(os.path.join(ROOT, "tests", "*.py"))
