@@ -335,7 +335,10 @@ def distribute(gan):
     gan.generator, gan.discriminator, gan.stop_group = gan.g_model, gan.d_model, None
     if not torch.distributed.is_initialized():
         return
+    # DDP starts every process from rank 0's weights; the average of G too
     gan.generator = DDP(gan.g_model)
+    for tensor in gan.g_ema.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
     # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN.
     warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")
     gan.discriminator = DDP(gan.d_model, broadcast_buffers=False)

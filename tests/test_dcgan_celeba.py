@@ -501,71 +501,85 @@ def torchrun(sandbox, *args, device="cpu", env=None, wait=True):
     )
 
 
-def test_a_stop_signal_to_one_rank_stops_both_after_one_step_and_the_run_resumes_exactly(
-    tmp_path, sandbox
-):
-    faces(tmp_path / "faces", 16)
-    flags = ["--data-root", tmp_path / "faces", "--epochs", 3, "--batch-size", 4, "--seed", 5]
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, sandbox):
+    """Two CPU processes under torchrun, the narrow G on 16 faces in steps of 4 images for 3 epochs:
+    a run left alone, the same run stopped by a SIGTERM to rank 1 alone once its first epoch is
+    saved, then resumed into resumed/. Returns (folder, the run left alone, the stopped one)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    faces(tmp / "faces", 16)
+    flags = ["--data-root", tmp / "faces", "--epochs", 3, "--batch-size", 4, "--seed", 5]
     flags += ["--num-workers", 0, "--quiet"]
     narrow = {"NARROW": os.path.join(ROOT, "tests")}
-    straight = torchrun(sandbox, *flags, "--out", tmp_path / "straight", env=narrow)
+    straight = torchrun(sandbox, *flags, "--out", tmp / "straight", env=narrow)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    uninterrupted = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
-    # 16 images in steps of 4 (2 + 2): 4 steps an epoch, as on one process
-    assert len(uninterrupted["losses"]) == 12 and uninterrupted["samples_done"] == 16
-    split = tmp_path / "split"
+    split = tmp / "split"
+    split.mkdir()
     slow = {**narrow, "STEP_SECONDS": "0.3"}
     launcher = torchrun(sandbox, *flags, "--out", split, env=slow, wait=False)
     started = time.monotonic()
     while not (split / "checkpoint_last.pt").exists() and launcher.poll() is None:
         assert time.monotonic() - started < 120, "the first epoch did not end"
         time.sleep(0.05)
-    # A scheduler's SIGTERM (or a Ctrl-C) that reaches rank 1 alone, once the first epoch is
-    # saved: rank 0 must stop after the same step, or rank 1 waits for it in DDP's all-reduce.
+    # A scheduler's SIGTERM (or a Ctrl-C) that reaches rank 1 alone: rank 0 must stop after the
+    # same step, or rank 1 waits for it in DDP's all-reduce.
     os.kill(int((split / "rank1.pid").read_text()), signal.SIGTERM)
     launcher.communicate(timeout=30)
-    assert [(split / f"rank{rank}.exit").read_text() for rank in (0, 1)] == ["130", "130"]
-    stopped = torch.load(split / "checkpoint_last.pt", weights_only=True)
-    assert 4 <= len(stopped["losses"]) < 12
+    shutil.copy(split / "checkpoint_last.pt", tmp / "stopped.pt")
     resumed = torchrun(
-        sandbox, "--resume", split / "checkpoint_last.pt", "--out", split, env=narrow
+        sandbox, "--resume", tmp / "stopped.pt", "--out", tmp / "resumed", env=narrow
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    finished = torch.load(split / "checkpoint_last.pt", weights_only=True)
+    return tmp, straight, tmp / "stopped.pt"
+
+
+def test_torchrun_averages_two_processes_gradients_and_rank_0_alone_writes(ddp_runs):
+    tmp, straight, stopped = ddp_runs
+    # Each rank trained on its own half of the data with its own noise: only the averaging of
+    # their gradients (DDP) leaves both with the same weights.
+    rank_0 = torch.load(tmp / "straight" / "rank0.pt", weights_only=True)
+    rank_1 = torch.load(tmp / "straight" / "rank1.pt", weights_only=True)
+    earlier = torch.load(stopped, weights_only=True)["g_ema_state_dict"]
+    assert all(torch.equal(rank_0[name], rank_1[name]) for name in rank_0)
+    assert not all(torch.equal(rank_0[name], earlier[name]) for name in rank_0)
+    # only rank 0 reports, once
+    assert straight.stdout.count("checkpoints, plots and per-epoch grids") == 1
+    assert straight.stdout.count("device: cpu") == 1
+    # DDP's broadcast_buffers warning, on torch 2.14 and later
+    assert "deprecated" not in straight.stderr
+    state = torch.load(tmp / "straight" / "checkpoint_last.pt", weights_only=True)
+    # 16 images in steps of 4 (2 + 2): 4 steps an epoch, as on one process
+    assert len(state["losses"]) == 12 and state["samples_done"] == 16
+    assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp / "straight"))
+
+
+def test_a_stop_signal_to_one_rank_stops_both_after_one_step_and_the_run_resumes_exactly(
+    ddp_runs,
+):
+    tmp, _, stopped = ddp_runs
+    split = tmp / "split"
+    assert [(split / f"rank{rank}.exit").read_text() for rank in (0, 1)] == ["130", "130"]
+    assert 4 <= len(torch.load(stopped, weights_only=True)["losses"]) < 12
+    finished = torch.load(tmp / "resumed" / "checkpoint_last.pt", weights_only=True)
+    uninterrupted = torch.load(tmp / "straight" / "checkpoint_last.pt", weights_only=True)
     assert finished["losses"] == uninterrupted["losses"]
     for key in ("g_model_state_dict", "d_model_state_dict", "g_ema_state_dict"):
         assert all(torch.equal(finished[key][k], uninterrupted[key][k]) for k in finished[key])
 
 
-def test_torchrun_averages_two_processes_gradients_and_rank_0_alone_writes(
-    tmp_path, dcgan_run, sandbox
+def test_a_mid_epoch_checkpoint_of_two_processes_goes_on_at_the_same_image_on_one(
+    ddp_runs, tmp_path, narrow_g
 ):
-    out = tmp_path / "ddp"
-    out.mkdir()
-    # a one-process run's, 2 steps in
-    shutil.copy(dcgan_run[0] / "checkpoint_last.pt", out)
-    start = torch.load(out / "checkpoint_last.pt", weights_only=True)["g_ema_state_dict"]
-    # one launch (each costs three interpreters): DDP's steps, a resume, rank 0's writing
-    flags = ["--max-steps", 2, "--amp", "--resume", out / "checkpoint_last.pt", "--out", out]
-    result = torchrun(sandbox, *flags)
-    assert result.returncode == 0, result.stderr[-2000:]
-    # Each rank trained on its own half of the data with its own noise: only the averaging of
-    # their gradients (DDP) leaves both with the same weights.
-    rank_0 = torch.load(out / "rank0.pt", weights_only=True)
-    rank_1 = torch.load(out / "rank1.pt", weights_only=True)
-    assert all(torch.equal(rank_0[name], rank_1[name]) for name in rank_0)
-    assert not all(torch.equal(rank_0[name], start[name]) for name in rank_0)
-    # only rank 0 reports, once
-    assert result.stdout.count("checkpoints, plots and per-epoch grids") == 1
-    assert result.stdout.count("device: cpu") == 1
-    # DDP's broadcast_buffers warning, on torch 2.14 and later
-    assert "deprecated" not in result.stderr
-    state = torch.load(out / "checkpoint_last.pt", weights_only=True)
-    # A mid-epoch checkpoint of one process goes on at the same sample on two: 2 steps of 4
-    # images, then 2 more of 2 + 2.
-    assert state["samples_done"] == 16 and len(state["losses"]) == 4
-    assert not any(k.startswith("module.") for k in state["g_model_state_dict"])
-    assert not any(name.endswith(".tmp") for name in os.listdir(out))
+    _, _, stopped = ddp_runs
+    done = torch.load(stopped, weights_only=True)
+    assert done["samples_done"] % 16 != 0, "stopped at an epoch's end: nothing mid-epoch to test"
+    shutil.copy(stopped, tmp_path / "stopped.pt")
+    result = run_main(dc, "--resume", tmp_path / "stopped.pt", "--out", tmp_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    # the same 4 steps of 4 images an epoch: the steps already taken are not taken again
+    assert (state["epoch"], state["samples_done"], len(state["losses"])) == (3, 16, 12)
 
 
 @pytest.mark.skipif(
