@@ -45,7 +45,7 @@ def parse_args(argv=None, run_flags=None):
     # --flag and --no-flag
     on_off = argparse.BooleanOptionalAction
     p.add_argument("--epochs", type=int, default=20, help="train until this epoch (tutorial: 50)")
-    p.add_argument("--batch-size", type=int, default=128, help="images a step, all processes'")
+    p.add_argument("--batch-size", type=int, default=128, help="images a step, split over GPUs")
     p.add_argument("--lr", type=float, default=2e-4, help="G's Adam learning rate; D's stays 2e-4")
     p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models, last G")
     p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order")
@@ -58,7 +58,7 @@ def parse_args(argv=None, run_flags=None):
     p.add_argument("--cache", action=on_off, help="decode once (default: if it fits in memory)")
     p.add_argument("--label-smoothing", action=on_off, default=False, help="real 0.9, fake 0.1")
     p.add_argument("--amp", action=on_off, help="bf16 autocast (default: on a bf16 CPU)")
-    p.add_argument("--resume", metavar="CKPT", help="go on from a checkpoint_last.pt, its flags")
+    p.add_argument("--resume", metavar="CKPT", help="go on where checkpoint_last.pt stopped")
     p.add_argument("--save-every", type=int, default=10, help="epochs between G and D snapshots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--show", action="store_true", help="also open the figures in a window")
