@@ -504,8 +504,9 @@ def torchrun(sandbox, *args, device="cpu", env=None, wait=True):
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory, sandbox):
     """Two CPU processes under torchrun, the narrow G on 16 faces in steps of 4 images for 3 epochs:
-    a run left alone, the same run stopped by a SIGTERM to rank 1 alone once its first epoch is
-    saved, then resumed into resumed/. Returns (folder, the run left alone, the stopped one)."""
+    a run left alone; the same run stopped by a SIGTERM to rank 1 alone once its first epoch is
+    saved (split/), then resumed (resumed/); and one stopped by a Ctrl-C to all (ctrl_c/).
+    Returns (folder, the run left alone, the checkpoint split/ stopped with)."""
     tmp = tmp_path_factory.mktemp("ddp")
     faces(tmp / "faces", 16)
     flags = ["--data-root", tmp / "faces", "--epochs", 3, "--batch-size", 4, "--seed", 5]
@@ -513,19 +514,23 @@ def ddp_runs(tmp_path_factory, sandbox):
     narrow = {"NARROW": os.path.join(ROOT, "tests")}
     straight = torchrun(sandbox, *flags, "--out", tmp / "straight", env=narrow)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    split = tmp / "split"
-    split.mkdir()
-    slow = {**narrow, "STEP_SECONDS": "0.3"}
-    launcher = torchrun(sandbox, *flags, "--out", split, env=slow, wait=False)
-    started = time.monotonic()
-    while not (split / "checkpoint_last.pt").exists() and launcher.poll() is None:
-        assert time.monotonic() - started < 120, "the first epoch did not end"
-        time.sleep(0.05)
-    # A scheduler's SIGTERM (or a Ctrl-C) that reaches rank 1 alone: rank 0 must stop after the
-    # same step, or rank 1 waits for it in DDP's all-reduce.
-    os.kill(int((split / "rank1.pid").read_text()), signal.SIGTERM)
-    launcher.communicate(timeout=30)
-    shutil.copy(split / "checkpoint_last.pt", tmp / "stopped.pt")
+    for name in ("split", "ctrl_c"):
+        (tmp / name).mkdir()
+        slow = {**narrow, "STEP_SECONDS": "0.3"}
+        launcher = torchrun(sandbox, *flags, "--out", tmp / name, env=slow, wait=False)
+        started = time.monotonic()
+        while not (tmp / name / "checkpoint_last.pt").exists() and launcher.poll() is None:
+            assert time.monotonic() - started < 120, "the first epoch did not end"
+            time.sleep(0.05)
+        # Ctrl-C in the terminal reaches torchrun and both ranks. A scheduler's SIGTERM may reach
+        # rank 1 alone: rank 0 must then stop after the same step, or rank 1 waits for it in
+        # DDP's all-reduce.
+        if name == "ctrl_c":
+            os.killpg(launcher.pid, signal.SIGINT)
+        else:
+            os.kill(int((tmp / name / "rank1.pid").read_text()), signal.SIGTERM)
+        launcher.communicate(timeout=30)
+    shutil.copy(tmp / "split" / "checkpoint_last.pt", tmp / "stopped.pt")
     resumed = torchrun(
         sandbox, "--resume", tmp / "stopped.pt", "--out", tmp / "resumed", env=narrow
     )
@@ -560,6 +565,10 @@ def test_a_stop_signal_to_one_rank_stops_both_after_one_step_and_the_run_resumes
     tmp, _, stopped = ddp_runs
     split = tmp / "split"
     assert [(split / f"rank{rank}.exit").read_text() for rank in (0, 1)] == ["130", "130"]
+    # and a Ctrl-C in the terminal, to torchrun and both ranks, the same
+    ctrl_c = tmp / "ctrl_c"
+    assert [(ctrl_c / f"rank{rank}.exit").read_text() for rank in (0, 1)] == ["130", "130"]
+    assert 4 <= len(torch.load(ctrl_c / "checkpoint_last.pt", weights_only=True)["losses"]) < 12
     assert 4 <= len(torch.load(stopped, weights_only=True)["losses"]) < 12
     finished = torch.load(tmp / "resumed" / "checkpoint_last.pt", weights_only=True)
     uninterrupted = torch.load(tmp / "straight" / "checkpoint_last.pt", weights_only=True)
