@@ -822,3 +822,17 @@ def test_the_gif_holds_about_100_evenly_spaced_grids_the_first_and_the_last(tmp_
         assert gif.convert("L").getpixel((0, 0)) == 1
         gif.seek(gif.n_frames - 1)
         assert gif.convert("L").getpixel((0, 0)) == 250
+
+
+def test_the_default_batch_is_64_and_the_tutorial_recipes_is_its_128(tmp_path, monkeypatch):
+    batch_sizes = []
+
+    # records what run() chose, trains nothing
+    def train(args, device, rank, world, amp_dtype, checkpoint):
+        batch_sizes.append(args.batch_size)
+        return None, False
+
+    monkeypatch.setattr(dc, "train", train)
+    for flags in ([], ["--tutorial-recipe"], ["--batch-size", 32]):
+        assert run_main(dc, *flags, "--device", "cpu", "--out", tmp_path).returncode == 0
+    assert batch_sizes == [64, 128, 32]
