@@ -4,7 +4,7 @@
     python infer.py --walk --z-index 7 --steps 8 --span 3   # walk.png: only z[7] changes
     python infer.py --interpolate --steps 10                # interpolation.png
 
-After gan_inference.py in zhangxiann's PyTorch_Practice, lesson 8 ("8.3 GAN（生成对抗网络）简介"):
+After gan_inference.py of zhangxiann's PyTorch_Practice, "8.3 GAN（生成对抗网络）简介":
 https://github.com/zhangxiann/PyTorch_Practice/blob/master/lesson8/gan_inference.py
 It imports its Generator from dcgan_celeba.py, as the tutorial imports from its dcgan module, so
 a notebook runs it from a clone of this repository: main(["--walk"]) returns the images.
