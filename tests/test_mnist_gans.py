@@ -430,20 +430,8 @@ def test_on_a_cpu_with_bf16_instructions_the_mlps_default_run_multiplies_in_bf16
         return models
 
     monkeypatch.setattr(mnist_mlp_gan, "build_gan", build_gan_that_records_each_layers_dtype)
-    result = run_main(
-        mnist_mlp_gan,
-        "--max-steps",
-        1,
-        "--batch-size",
-        32,
-        "--device",
-        "cpu",
-        "--quiet",
-        "--data-root",
-        tmp_path / "mnist",
-        "--out",
-        tmp_path / "out",
-    )
+    flags = ["--max-steps", 1, "--batch-size", 32, "--device", "cpu", "--quiet"]
+    result = run_main(mnist_mlp_gan, *flags, "--data-root", tmp_path / "m", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert dtypes == {torch.bfloat16}
 
