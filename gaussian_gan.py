@@ -93,10 +93,14 @@ class Discriminator(nn.Module):
         self.map2 = nn.Linear(hidden_size, hidden_size)
         self.map3 = nn.Linear(hidden_size, output_size)
 
-    def forward(self, x):
+    # the logit of "real", which the loss takes
+    def logit(self, x):
         x = F.elu(self.map1(x))
         x = F.elu(self.map2(x))
-        return torch.sigmoid(self.map3(x))
+        return self.map3(x)
+
+    def forward(self, x):
+        return torch.sigmoid(self.logit(x))
 
 
 def decorate_with_diffs(data, exponent=2.0):
@@ -111,11 +115,13 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
     sets = real.shape[0]
     # tutorial: targets of shape (1,) against D's (1, 1), which crashes on current torch
     ones, zeros = real.new_ones(sets, 1), real.new_zeros(sets, 1)
+    bce = F.binary_cross_entropy_with_logits
     fake = generator(noise).view(sets, -1)
     # (1) Update D: maximize log D(x) + log(1 - D(G(z))); real and fake go through D in one pass
     d_optimizer.zero_grad()
-    decisions = discriminator(decorate_with_diffs(torch.cat([real, fake.detach()])))
-    errors = F.binary_cross_entropy(decisions, torch.cat([ones, zeros]), reduction="none")
+    # tutorial: BCELoss on D's sigmoid; on its logit, a NaN reaches our check, not a CUDA assert
+    logits = discriminator.logit(decorate_with_diffs(torch.cat([real, fake.detach()])))
+    errors = bce(logits, torch.cat([ones, zeros]), reduction="none")
     d_real_error, d_fake_error = errors[:sets].mean(), errors[sets:].mean()
     (d_real_error + d_fake_error).backward()
     d_optimizer.step()
@@ -123,7 +129,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise, 
     g_optimizer.zero_grad()
     if g_noise is not None:
         fake = generator(g_noise).view(sets, -1)
-    g_error = F.binary_cross_entropy(discriminator(decorate_with_diffs(fake)), ones)
+    g_error = bce(discriminator.logit(decorate_with_diffs(fake)), ones)
     g_error.backward()
     g_optimizer.step()
     return d_real_error.detach(), d_fake_error.detach(), g_error.detach(), fake.detach()
@@ -163,6 +169,10 @@ def train(args, device):
             d_real, d_fake, g_err, fake = train_step(*models, real, noise, g_noise)
             averaged.update_parameters(generator)
             if step % args.print_interval == 0 or step == steps - 1:
+                # a NaN loss: the run diverged, and no later step can learn
+                if not torch.stack([d_real, d_fake, g_err]).isfinite().all():
+                    print(f"error: losses became NaN by step {step} (lower --lr)", file=sys.stderr)
+                    sys.exit(2)
                 r, f = real[0].cpu().numpy(), fake[0].cpu().numpy()
                 # (step, generated mean, generated std), for stats.png
                 history.append((step, float(f.mean()), float(f.std())))
@@ -175,12 +185,6 @@ def train(args, device):
     # Ctrl-C, or a notebook's interrupt: the plots show what was learned so far
     except KeyboardInterrupt:
         interrupted = True
-    # BCE refuses a NaN score: the run diverged
-    except RuntimeError as error:
-        if "between 0 and 1" not in str(error):
-            raise
-        print(f"error: the losses became NaN at step {step} (lower --lr)", file=sys.stderr)
-        sys.exit(2)
     return (generator if tutorial else averaged.module), history, interrupted
 
 

@@ -129,5 +129,15 @@ def test_a_run_whose_losses_become_nan_stops_with_one_line(tmp_path, monkeypatch
         return real_step(generator, discriminator, *args)
 
     monkeypatch.setattr(gg, "train_step", diverging_step)
-    result = run_main(gg, "--steps", 100, "--quiet", "--out", tmp_path)
-    assert_one_line_error(result, "the losses became NaN at step 4", "lower --lr")
+    result = run_main(gg, "--steps", 100, "--print-interval", 10, "--quiet", "--out", tmp_path)
+    assert_one_line_error(result, "losses became NaN by step 10", "lower --lr")
+
+
+def test_a_nan_score_reaches_the_losses_instead_of_ending_the_step():
+    # BCE on probabilities refuses a NaN; on CUDA with a device-side assert that ends the process
+    g, d = gg.Generator(), gg.Discriminator()
+    for parameter in d.parameters():
+        parameter.data.fill_(float("nan"))
+    g_opt, d_opt = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    losses = gg.train_step(g, d, g_opt, d_opt, gg.real_batch(4, 100), gg.noise_batch(4, 100))
+    assert all(loss.isnan() for loss in losses[:3])

@@ -449,7 +449,7 @@ def test_mlp_says_when_amp_has_no_fast_bf16_to_use(tmp_path, monkeypatch):
 def test_a_mlp_run_whose_d_scores_become_nan_stops_with_one_line(tmp_path, monkeypatch):
     real_step, calls = mnist_mlp_gan.train_step, []
 
-    # from the third step on, D's weights are NaN: BCE then refuses its scores
+    # from the third step on, D's weights are NaN: its scores too
     def diverging_step(generator, discriminator, *args):
         calls.append(1)
         if len(calls) == 3:
@@ -461,6 +461,17 @@ def test_a_mlp_run_whose_d_scores_become_nan_stops_with_one_line(tmp_path, monke
     flags = ["--max-steps", 5, "--batch-size", 16, "--device", "cpu", "--quiet"]
     result = run_main(mnist_mlp_gan, *flags, "--data-root", tmp_path / "m", "--out", tmp_path)
     assert_one_line_error(result, "loss became NaN/inf in epoch 1", "lower --lr)")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_a_nan_score_reaches_the_losses_instead_of_ending_the_step(script, mnist_sample):
+    # BCE on probabilities refuses a NaN; on CUDA with a device-side assert that ends the process
+    g, d = models(script)
+    for parameter in d.parameters():
+        parameter.data.fill_(float("nan"))
+    real = next(script.batches(torch.from_numpy(mnist_sample[0]), 32, "cpu"))
+    g_opt, d_opt = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    assert all(loss.isnan() for loss in script.train_step(g, d, g_opt, d_opt, real))
 
 
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
