@@ -7,6 +7,7 @@ https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
 
 import argparse
 import copy
+import ctypes
 import glob
 import os
 import platform
@@ -124,10 +125,12 @@ def cache_images(paths, args):
 
 
 def fits_in_memory(size):
-    # Windows has no sysconf: cache there
-    if not hasattr(os, "sysconf"):
-        return True
-    return size <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4
+    if hasattr(os, "sysconf"):
+        return size <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4
+    # Windows has no sysconf; its MEMORYSTATUSEX is 64 bytes: its own size, the load, then the RAM
+    status = (ctypes.c_uint64 * 8)(64)
+    ctypes.windll.kernel32.GlobalMemoryStatusEx(status)
+    return size <= status[1] / 4
 
 
 def load_digits():
@@ -398,9 +401,8 @@ def save_epoch(gan, args, fixed_noise, epoch, batches_done, per_epoch, losses, r
     grid_path = os.path.join(args.out, f"fake_epoch_{epoch:03d}.png")
     torchvision.utils.save_image(fake, grid_path, normalize=True, value_range=(-1, 1))
     state = {f"{name}_state_dict": getattr(gan, name).state_dict() for name in TRAINED}
-    samples_done = batches_done * args.batch_size
-    last = dict(state, epoch=epoch, samples_done=samples_done, args=vars(args), losses=losses)
-    last["rng_states"] = rng
+    last = dict(state, epoch=epoch, args=vars(args), losses=losses, rng_states=rng)
+    last["samples_done"] = batches_done * args.batch_size
     save_atomically(last, os.path.join(args.out, "checkpoint_last.pt"))
     # zhangxiann's lesson 8 snapshot: G (the one drawn) and D
     if batches_done == per_epoch and epoch % args.save_every == 0:

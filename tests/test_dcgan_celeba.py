@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -154,11 +155,23 @@ def test_cached_pixels_equal_the_decoded_ones_and_no_cache_keeps_the_files(image
     assert "not caching 0.0 GB (--no-cache): each epoch decodes them" in capsys.readouterr().out
 
 
+def report_40_kb_as_windows_does(status):
+    """GlobalMemoryStatusEx: MEMORYSTATUSEX's first word holds its size; the second gets the RAM."""
+    assert status[0] == 64 and len(status) * 8 == 64
+    status[1] = 40_960
+
+
+@pytest.mark.parametrize("system", ["posix", "windows"])
 def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch_and_it_says_so(
-    image_folder, monkeypatch, capsys, tmp_path, narrow_g
+    system, image_folder, monkeypatch, capsys, tmp_path, narrow_g
 ):
-    # 40 kB
-    monkeypatch.setattr(dc.os, "sysconf", lambda name: 10 if name == "SC_PHYS_PAGES" else 4096)
+    # 40 kB of RAM, a quarter of it for the cache
+    if system == "posix":
+        monkeypatch.setattr(dc.os, "sysconf", lambda name: 10 if name == "SC_PHYS_PAGES" else 4096)
+    else:
+        monkeypatch.delattr(dc.os, "sysconf", raising=False)
+        kernel32 = SimpleNamespace(GlobalMemoryStatusEx=report_40_kb_as_windows_does)
+        monkeypatch.setattr(dc.ctypes, "windll", SimpleNamespace(kernel32=kernel32), raising=False)
     assert isinstance(dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)])), list)
     assert "not caching 0.0 GB (over 1/4 of the memory)" in capsys.readouterr().out
     result = run_main(dc, "--data-root", image_folder, "--epochs", 2, *SMALL, "--out", tmp_path)

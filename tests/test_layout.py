@@ -11,13 +11,14 @@ import pytest
 from conftest import ROOT
 
 # Formatted lines, comments included: soft limits, met by simplifying, never by packing.
-# dcgan_celeba.py aims at 600; multi-GPU's agreed stop and per-process RNG states hold it at 640.
+# dcgan_celeba.py aims at 600; multi-GPU's agreed stop and per-process RNG states, and Windows'
+# memory query, hold it at 645. gaussian_gan.py: D's logit and the NaN check in its loop cost 4.
 LINE_LIMITS = {
-    "gaussian_gan.py": 260,
+    "gaussian_gan.py": 265,
     "infer.py": 220,
     "mnist_mlp_gan.py": 340,
     "mnist_conv_gan.py": 340,
-    "dcgan_celeba.py": 640,
+    "dcgan_celeba.py": 645,
 }
 PYTHON_FILES = [os.path.join(ROOT, name) for name in LINE_LIMITS]
 PYTHON_FILES += glob.glob(os.path.join(ROOT, "tests", "*.py"))
