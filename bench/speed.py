@@ -11,7 +11,8 @@ reports the median images/s of each and their ratio, for our step in fp32 and un
 set against a large matmul of the same precision on the same device: the most that precision gives.
 On the CPU it also times one pass over the bundled MNIST sample through our in-memory data path
 against torchvision's per-image ToTensor DataLoader, and a whole MNIST epoch over the sample (data
-loading and training, as the tutorials run it, against ours).
+loading and training, as the tutorials run it, against ours). `--only batch` times the DCGAN's own
+step at batch 128, 64 and 32 side by side: a run's images per second at each.
 """
 
 import argparse
@@ -281,6 +282,34 @@ def bench_steps(quick, repeats, device, only=None, compile_rows=True):
     )
 
 
+def bench_batches(quick, repeats, device):
+    """The DCGAN's step and its average of G at batch 128, 64 and 32, interleaved, in fp32 and in
+    the bf16 the script picks: a 20-epoch run is the same images in fewer or more of these steps,
+    and nothing else in it (grids, checkpoints) depends on the batch."""
+    sizes = (32, 16) if quick else (128, 64, 32)
+    digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))
+    bf16 = device != "cpu" or dcgan_celeba.cpu_has_fast_bf16()
+    calls = 1 if device == "cpu" else 20
+    print(f"\n{'the DCGAN step at each batch':<40} {'images/s':>12} {'of the first':>12}")
+    for dtype in (None, torch.bfloat16) if bf16 else (None,):
+        steps = []
+        for batch in sizes:
+            args = dcgan_celeba.parse_args(["--quiet"])
+            gan = dcgan_celeba.build_gan(args, torch.device(device), dtype)
+            real = dcgan_celeba.to_real(digits[:batch], device)
+            models = (gan.g_model, gan.d_model, gan.g_optimizer, gan.d_optimizer)
+
+            def step(models=models, real=real, gan=gan):
+                dcgan_celeba.train_step(*models, real, amp_dtype=gan.amp_dtype)
+                dcgan_celeba.update_average(gan.g_ema, gan.g_model, 1000, gan.ema_decay)
+
+            steps.append(step)
+        seconds = interleaved(steps, repeats, calls)
+        for batch, t in zip(sizes, seconds):
+            label = f"dcgan_celeba {'bf16 autocast' if dtype else 'fp32'} (batch {batch})"
+            print(f"{label:<40} {batch / t:>12.1f} {batch * seconds[0] / (sizes[0] * t):>11.2f}x")
+
+
 class PerImage(torch.utils.data.Dataset):
     """What datasets.MNIST does per item: a PIL image through the tutorial's transform."""
 
@@ -464,8 +493,8 @@ def main(argv=None):
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba", "loader"],
-        help="the train steps of these scripts alone, or the CelebA-shaped loader row",
+        choices=["mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba", "loader", "batch"],
+        help="these scripts' train steps, the CelebA-shaped loader row, the DCGAN at 3 batches",
     )
     p.add_argument(
         "--workers", type=int, nargs="+", default=[2], help="loader row: worker counts to try"
@@ -502,7 +531,9 @@ def main(argv=None):
         bench_epochs(args.quick, repeats)
     if not args.only or "loader" in args.only:
         bench_loader(args.quick, repeats, args.device, args.workers)
-    if args.only != ["loader"]:
+    if not args.only or "batch" in args.only:
+        bench_batches(args.quick, repeats, args.device)
+    if not args.only or {"mnist_mlp_gan", "mnist_conv_gan", "dcgan_celeba"} & set(args.only):
         bench_steps(args.quick, repeats, args.device, args.only, not args.no_compile)
 
 
