@@ -412,15 +412,19 @@ def save_epoch(gan, args, fixed_noise, epoch, batches_done, per_epoch, losses, r
     return fake
 
 
-def train_epoch(gan, reals, first_step, stop):
+def train_epoch(gan, bar, device, first_step, stop):
     """Steps until the batches run out or a stop: (D, G) losses, the last batch, whether stopped."""
     losses = []
     models = (gan.generator, gan.discriminator, gan.g_optimizer, gan.d_optimizer)
-    for real in reals:
+    for batch in bar:
+        real = to_real(batch, device)
         d_loss, g_loss = train_step(*models, real, gan.label_smoothing, gan.amp_dtype)
         update_average(gan.g_ema, gan.g_model, first_step + len(losses), gan.ema_decay)
         # kept on the device until the epoch ends: no wait for the GPU in the loop
         losses.append(torch.stack([d_loss, g_loss]).float())
+        # on the bar every 20 steps: reading a loss waits for the GPU
+        if len(losses) % 20 == 0:
+            bar.set_postfix(dict(zip(["loss_d", "loss_g"], losses[-1].tolist())))
         if stop_agreed(stop, gan.stop_group):
             return torch.stack(losses).cpu(), real, True
     return torch.stack(losses).cpu(), real, False
@@ -455,8 +459,7 @@ def train(args, device, rank, world, amp_dtype, checkpoint):
             batches = epoch_batches(images, batch_size, args, epoch, start, steps_left)
             bar = tqdm(batches, total=per_epoch, initial=start, leave=False, disable=hide_bar)
             bar.set_description(f"epoch {epoch}/{args.epochs}")
-            reals = (to_real(batch, device) for batch in bar)
-            epoch_losses, real, stopped = train_epoch(gan, reals, len(losses), stop)
+            epoch_losses, real, stopped = train_epoch(gan, bar, device, len(losses), stop)
             if not epoch_losses.isfinite().all():
                 fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp")
             losses += epoch_losses.tolist()

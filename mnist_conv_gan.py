@@ -221,6 +221,9 @@ def train(args, images, device):
                 losses = train_step(*models, real)
                 averaged.update_parameters(generator)
                 epoch_losses.append(torch.stack(losses))
+                # on the bar every 50 steps: reading a loss waits for the GPU
+                if len(epoch_losses) % 50 == 0:
+                    bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
                 if len(epoch_losses) == steps_left:
                     break
         # Ctrl-C, or a notebook's interrupt button: keep what was learned so far

@@ -128,7 +128,6 @@ class Discriminator(nn.Module):
         x = self.dropout(F.leaky_relu(self.fc3(x), 0.2))
         return self.fc4(x)
 
-    # the probability of "real"
     def forward(self, x):
         return torch.sigmoid(self.logit(x))
 
@@ -218,6 +217,9 @@ def train(args, images, device, amp_dtype):
                 losses = train_step(*models, real, amp_dtype)
                 averaged.update_parameters(generator)
                 epoch_losses.append(torch.stack(losses))
+                # on the bar every 50 steps: reading a loss waits for the GPU
+                if len(epoch_losses) % 50 == 0:
+                    bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
                 if len(epoch_losses) == steps_left:
                     break
         # Ctrl-C, or a notebook's interrupt button: keep what was learned so far
@@ -271,9 +273,7 @@ def pick_device(args):
         fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     else:
         fast_bf16 = torch.cpu._is_avx512_bf16_supported()
-    if args.device == "cpu" and args.amp is not False and fast_bf16:
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if args.device == "cpu" and args.amp is not False and fast_bf16 else None
 
 
 def check_out(out):

@@ -1,5 +1,6 @@
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -177,6 +178,13 @@ def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch_and_it_says_so
     result = run_main(dc, "--data-root", image_folder, "--epochs", 2, *SMALL, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_the_progress_bar_shows_d_and_g_loss(tmp_path, narrow_g):
+    flags = ["--max-steps", 20, "--batch-size", 4, "--num-workers", 0, "--device", "cpu"]
+    result = run_main(dc, *flags, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\[.*loss_d=\d\.\d+, loss_g=\d\.\d+\]", result.stderr)
 
 
 def test_without_celeba_it_trains_on_the_bundled_digits_as_uint8_64x64(capsys):

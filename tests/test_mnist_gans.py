@@ -1,6 +1,7 @@
 """Both MNIST scripts: models, steps, data path and CLI. Parametrised where they share behaviour."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -278,6 +279,14 @@ def test_cli_smoke_run_writes_every_output(script, tmp_path):
     assert (out / "loss.txt").read_text().startswith("[1/")
     state = torch.load(out / "generator.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_the_progress_bar_shows_d_and_g_loss(script, tmp_path):
+    flags = ["--max-steps", 50, "--batch-size", 8, "--device", "cpu", "--out", tmp_path / "out"]
+    result = run_main(script, *flags, "--data-root", tmp_path / "mnist")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\[.*loss_d=\d\.\d+, loss_g=\d\.\d+\]", result.stderr)
 
 
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
