@@ -368,7 +368,7 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
         "--no-label-smoothing",
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming with --lr 0.0001 (the run's: 0.0002)" in resumed.stdout.splitlines()
+    assert "resuming with --lr 0.0001 (the run's: 0.0004)" in resumed.stdout.splitlines()
     checkpoint = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["samples_done"], len(checkpoint["losses"])) == (2, 8, 4)
     again = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt")
@@ -845,15 +845,21 @@ def test_the_gif_holds_about_100_evenly_spaced_grids_the_first_and_the_last(tmp_
         assert gif.convert("L").getpixel((0, 0)) == 250
 
 
-def test_the_default_batch_is_64_and_the_tutorial_recipes_is_its_128(tmp_path, monkeypatch):
-    batch_sizes = []
+def test_the_default_is_batch_64_and_g_at_4e4_and_the_tutorial_recipe_is_128_and_2e4(
+    tmp_path, monkeypatch
+):
+    chosen = []
 
     # records what run() chose, trains nothing
     def train(args, device, rank, world, amp_dtype, checkpoint):
-        batch_sizes.append(args.batch_size)
+        chosen.append((args.batch_size, args.lr))
         return None, False
 
     monkeypatch.setattr(dc, "train", train)
-    for flags in ([], ["--tutorial-recipe"], ["--batch-size", 32]):
+    for flags in ([], ["--tutorial-recipe"], ["--batch-size", 32, "--lr", 1e-4]):
         assert run_main(dc, *flags, "--device", "cpu", "--out", tmp_path).returncode == 0
-    assert batch_sizes == [64, 128, 32]
+    assert chosen == [(64, 4e-4), (128, 2e-4), (32, 1e-4)]
+    # the optimizers take it: G at --lr, D at 2e-4
+    gan = dc.build_gan(dc.parse_args(["--lr", "4e-4"]), torch.device("cpu"), None)
+    assert gan.g_optimizer.param_groups[0]["lr"] == 4e-4
+    assert gan.d_optimizer.param_groups[0]["lr"] == 2e-4
