@@ -217,8 +217,8 @@ def train(args, images, device, amp_dtype):
                 losses = train_step(*models, real, amp_dtype)
                 averaged.update_parameters(generator)
                 epoch_losses.append(torch.stack(losses))
-                # on the bar every 50 steps: reading a loss waits for the GPU
-                if len(epoch_losses) % 50 == 0:
+                # on a shown bar every 50 steps: reading a loss waits for the GPU
+                if len(epoch_losses) % 50 == 0 and not bar.disable:
                     bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
                 if len(epoch_losses) == steps_left:
                     break

@@ -290,7 +290,7 @@ def bench_batches(quick, repeats, device):
     digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))
     bf16 = device != "cpu" or dcgan_celeba.cpu_has_fast_bf16()
     calls = 1 if device == "cpu" else 20
-    print(f"\n{'the DCGAN step at each batch':<40} {'images/s':>12} {'of the first':>12}")
+    print(f"\n{'the DCGAN step and its average of G':<40} {'images/s':>12} {'of the first':>12}")
     for dtype in (None, torch.bfloat16) if bf16 else (None,):
         steps = []
         for batch in sizes:
@@ -306,7 +306,7 @@ def bench_batches(quick, repeats, device):
             steps.append(step)
         seconds = interleaved(steps, repeats, calls)
         for batch, t in zip(sizes, seconds):
-            label = f"dcgan_celeba {'bf16 autocast' if dtype else 'fp32'} (batch {batch})"
+            label = f"  batch {batch}, {'bf16 autocast' if dtype else 'fp32'}"
             print(f"{label:<40} {batch / t:>12.1f} {batch * seconds[0] / (sizes[0] * t):>11.2f}x")
 
 

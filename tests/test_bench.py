@@ -41,6 +41,9 @@ def test_speed_prints_step_rows_for_each_script_each_mnist_epoch_the_data_path_a
             ]
             # ratio, share of matmul
             assert len(rows) == 1 and rows[0].endswith("%") and "x " in rows[0]
+    # the DCGAN's step at two batch sizes, side by side, in each precision timed
+    batches = [line for line in result.stdout.splitlines() if line.startswith("  batch ")]
+    assert len(batches) == (4 if bf16 else 2) and batches[0].endswith(" 1.00x")
     loader = [
         line
         for line in result.stdout.splitlines()
