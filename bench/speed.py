@@ -287,14 +287,14 @@ def bench_batches(quick, repeats, device):
     the bf16 the script picks: a 20-epoch run is the same images in fewer or more of these steps,
     and nothing else in it (grids, checkpoints) depends on the batch."""
     sizes = (32, 16) if quick else (128, 64, 32)
-    digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))
+    args = dcgan_celeba.parse_args(["--quiet"])
+    digits = dcgan_celeba.make_dataset(args)
     bf16 = device != "cpu" or dcgan_celeba.cpu_has_fast_bf16()
     calls = 1 if device == "cpu" else 20
     print(f"\n{'the DCGAN step and its average of G':<40} {'images/s':>12} {'of the first':>12}")
     for dtype in (None, torch.bfloat16) if bf16 else (None,):
         steps = []
         for batch in sizes:
-            args = dcgan_celeba.parse_args(["--quiet"])
             gan = dcgan_celeba.build_gan(args, torch.device(device), dtype)
             real = dcgan_celeba.to_real(digits[:batch], device)
             models = (gan.g_model, gan.d_model, gan.g_optimizer, gan.d_optimizer)
