@@ -3,9 +3,15 @@ https://medium.com/analytics-vidhya/dcgan-tutorial-by-aniket-maurya-f6c137ef0053
 
     python dcgan_celeba.py --epochs 20                       # CelebA in data/celeba, else digits
     torchrun --nproc_per_node=4 dcgan_celeba.py --epochs 20  # one process per GPU (DDP)
+
+Part 1, the lesson, in the tutorial's order: the models, their weights, the images D sees, one
+training step, the loop (train), the pictures. Part 2, after the fence, is what a real run adds:
+flags, image folders and the cache, checkpoints and resume, several GPUs and the agreed stop,
+device and precision, notebooks, bad input, then run() and main().
 """
 
 import argparse
+import contextlib
 import copy
 import ctypes
 import glob
@@ -16,6 +22,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,159 +38,6 @@ from tqdm.auto import tqdm
 Z_DIM = 100
 # The grids and infer.py draw from an average of G over about its last 1 / (1 - 0.995) = 200 steps.
 EMA_DECAY = 0.995
-# The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
-IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-# Flags of one call, not of the run: --resume does not bring them back from the checkpoint.
-CALL_FLAGS = ("device", "max_steps", "num_workers", "cache", "resume", "quiet", "show")
-# What checkpoint_last.pt holds as NAME_state_dict: the tutorial's g_model and d_model, then ours.
-TRAINED = ("g_model", "d_model", "g_ema", "g_optimizer", "d_optimizer")
-
-
-def parse_args(argv=None, run_flags=None):
-    formatter = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    # --flag and --no-flag
-    on_off = argparse.BooleanOptionalAction
-    p.add_argument("--epochs", type=int, default=20, help="train until this epoch (tutorial: 50)")
-    p.add_argument("--batch-size", type=int, help="a step's images, split over GPUs (default 64)")
-    p.add_argument("--lr", type=float, help="G's Adam rate (default 4e-4, tutorial 2e-4); D: 2e-4")
-    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models, last G")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file written")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps of this call")
-    p.add_argument("--data-root", help="images at any depth (default data/celeba, else digits)")
-    workers = min(os.cpu_count() or 1, 16)
-    p.add_argument("--num-workers", type=int, default=workers, help="decoding processes")
-    p.add_argument("--cache", action=on_off, help="decode once (default: if it fits in memory)")
-    p.add_argument("--label-smoothing", action=on_off, default=False, help="real 0.9, fake 0.1")
-    p.add_argument("--amp", action=on_off, help="bf16 autocast (default: on a bf16 CPU)")
-    p.add_argument("--resume", metavar="CKPT", help="go on where checkpoint_last.pt stopped")
-    p.add_argument("--save-every", type=int, default=10, help="epochs between G and D snapshots")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--show", action="store_true", help="also open the figures in a window")
-    # Errors in one line, without argparse's usage text.
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
-    # A resumed run's own flags are the defaults; the flags given again win.
-    p.set_defaults(**(run_flags or {}))
-    args = p.parse_args(argv)
-    for flag in ("epochs", "batch_size", "lr", "max_steps", "save_every"):
-        value = getattr(args, flag)
-        if value is not None and not 0 < value < float("inf"):
-            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
-    if not 0 <= args.num_workers <= 64:
-        p.error(f"argument --num-workers: must be 0 to 64, got {args.num_workers}")
-    if not 0 <= args.seed < 2**32:
-        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
-    # tutorial: 128; at 64 the same images, twice the steps, draw 9 points more confident digits
-    args.batch_size = args.batch_size or (128 if args.tutorial_recipe else 64)
-    # tutorial: 2e-4 for G too; at twice D's rate, G draws 4 to 8 points more (5 runs)
-    args.lr = args.lr or (2e-4 if args.tutorial_recipe else 4e-4)
-    return args
-
-
-def fail(what, fix):
-    print(f"error: {what} ({fix})", file=sys.stderr)
-    sys.exit(2)
-
-
-def load_images(paths):
-    """uint8 (len(paths), 3, 64, 64), or a text naming the file that could not be read."""
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                # A JPEG decodes at 1/2 or 1/4 of its size where that still covers 64x64.
-                im.draft("RGB", (64, 64))
-                square = T.CenterCrop(64)(T.Resize(64)(im.convert("RGB")))
-                images.append(T.functional.pil_to_tensor(square))
-        # Returned, not raised: a DataLoader worker that raises stalls the loader's shutdown.
-        except (OSError, Image.DecompressionBombError) as error:
-            return f"{path}: {error}"
-    return torch.stack(images)
-
-
-def decode(paths, batches, num_workers):
-    """uint8 batches decoded in worker processes; an unreadable file ends the run."""
-    loader = torch.utils.data.DataLoader(
-        paths, batch_sampler=batches, collate_fn=load_images, num_workers=num_workers
-    )
-    for batch in loader:
-        if isinstance(batch, str):
-            fail(f"unreadable image: {batch}", "delete or replace the file")
-        yield batch
-
-
-def cache_images(paths, args):
-    """The images decoded once into one uint8 tensor that later epochs index (YOLOv5's --cache
-    ram); each worker's batch copied in and released, so 64 MB of /dev/shm is enough."""
-    print(f"caching {len(paths):,} images as uint8: {len(paths) * 3 * 64 * 64 / 1e9:.2f} GB")
-    images = torch.empty(len(paths), 3, 64, 64, dtype=torch.uint8)
-    batches = torch.arange(len(paths)).split(64)
-    decoded = decode(paths, batches, args.num_workers)
-    bar = tqdm(decoded, desc="decoding", total=len(batches), leave=False, disable=args.quiet)
-    for indices, batch in zip(batches, bar):
-        images[indices] = batch
-    return images
-
-
-def fits_in_memory(size):
-    if hasattr(os, "sysconf"):
-        return size <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4
-    # Windows has no sysconf; its MEMORYSTATUSEX is 64 bytes: its own size, the load, then the RAM
-    status = (ctypes.c_uint64 * 8)(64)
-    ctypes.windll.kernel32.GlobalMemoryStatusEx(status)
-    return size <= status[1] / 4
-
-
-def load_digits():
-    """The 5,000 bundled MNIST digits; this file alone (a pasted cell) downloads MNIST's first."""
-    path = os.path.join(HERE, "data", "mnist_sample.npz")
-    if not os.path.exists(path):
-        return torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
-    with np.load(path) as sample:
-        return torch.from_numpy(sample["images"])
-
-
-def make_dataset(args, rank=0, world=1):
-    """This process's share of the images: uint8 (N, C, 64, 64) in memory, or a list of files."""
-    root = args.data_root or os.path.join(HERE, "data", "celeba")
-    # every picture at any depth, as in CelebA's, torchvision's and Kaggle's layouts; glob's "**"
-    # skips hidden folders such as .ipynb_checkpoints
-    found = glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)
-    paths = sorted(path for path in found if path.lower().endswith(IMAGE_TYPES))
-    if paths:
-        folder = os.path.commonpath({os.path.dirname(path) for path in paths})
-        print(f"{len(paths):,} images in {folder}")
-        # Each process decodes and caches its own share.
-        paths = paths[rank : len(paths) // world * world : world]
-        size = len(paths) * world * 3 * 64 * 64
-        why = "--no-cache" if args.cache is False else "over 1/4 of the memory"
-        if args.cache is False or (args.cache is None and not fits_in_memory(size)):
-            print(f"not caching {size / 1e9:.1f} GB ({why}): each epoch decodes them")
-            return paths
-        return cache_images(paths, args)
-    # The user named this folder: never swap in other data.
-    if args.data_root:
-        if os.path.isfile(root):
-            fail(f"--data-root {root} is a file, not a folder", "give the folder of the images")
-        what = "holds no images" if os.path.isdir(root) else "does not exist"
-        fail(f"--data-root {root} {what}", "give a folder with .jpg or .png files, as CelebA's")
-    print(
-        f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, put CelebA's "
-        "img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)"
-    )
-    # offline without the sample, or the sample damaged
-    try:
-        digits = load_digits()
-    except Exception as error:
-        what = f"no images in {root}, and no digits either ({type(error).__name__})"
-        fail(what, "restore data/mnist_sample.npz from the repository, or go online")
-    digits = F.interpolate(digits.unsqueeze(1).float(), size=64, mode="bilinear")
-    digits = digits.round().clamp(0, 255).to(torch.uint8)
-    # Grey: the loop makes them RGB a batch at a time.
-    return digits[rank : len(digits) // world * world : world]
 
 
 class Generator(nn.Module):
@@ -256,6 +110,13 @@ def weights_init(m):
         nn.init.zeros_(m.bias)
 
 
+def to_real(batch, device):
+    """uint8 images to the [-1, 1] RGB batch D sees: ToTensor and Normalize(0.5, 0.5) at once."""
+    real = batch.to(device).float().div_(127.5).sub_(1.0)
+    # grey digits become RGB
+    return real.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+
+
 def train_step(
     generator, discriminator, g_optimizer, d_optimizer, real, label_smoothing=False, amp_dtype=None
 ):
@@ -300,203 +161,82 @@ def update_average(g_ema, g_model, step, decay=EMA_DECAY):
             averaged.lerp_(current, 1 - decay)
 
 
-def build_gan(args, device, amp_dtype):
-    """G, D, their Adam optimizers, the average of G, and how they train."""
-    gan = argparse.Namespace(label_smoothing=args.label_smoothing, amp_dtype=amp_dtype)
+@dataclass
+class GAN:
+    """What trains: G and D (the tutorial's g_model and d_model), their optimizers, and the average
+    of G that the pictures draw from, with its decay (0: the last G)."""
+
+    g_model: Generator
+    d_model: Discriminator
+    g_optimizer: torch.optim.Adam
+    d_optimizer: torch.optim.Adam
+    g_ema: Generator
+    ema_decay: float
+
+
+def build_gan(args, device):
+    """G and D with the tutorial's weights, their Adam optimizers, and the average of G."""
     # channels_last: the layout oneDNN and cuDNN convolutions run fastest in
     layout = torch.channels_last
-    gan.g_model = Generator(tutorial=args.tutorial_recipe).to(device, memory_format=layout)
-    gan.g_model.apply(weights_init)
-    gan.d_model = Discriminator(tutorial=args.tutorial_recipe).to(device, memory_format=layout)
-    gan.d_model.apply(weights_init)
-    gan.g_optimizer = torch.optim.Adam(gan.g_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    gan.d_optimizer = torch.optim.Adam(gan.d_model.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    # the average of G, which the grids and infer.py draw from
-    gan.g_ema = copy.deepcopy(gan.g_model).requires_grad_(False)
+    g_model = Generator(tutorial=args.tutorial_recipe).to(device, memory_format=layout)
+    g_model.apply(weights_init)
+    d_model = Discriminator(tutorial=args.tutorial_recipe).to(device, memory_format=layout)
+    d_model.apply(weights_init)
+    g_optimizer = torch.optim.Adam(g_model.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    d_optimizer = torch.optim.Adam(d_model.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    g_ema = copy.deepcopy(g_model).requires_grad_(False)
     # tutorial: draws from the last G, an average over one step
-    gan.ema_decay = 0.0 if args.tutorial_recipe else EMA_DECAY
-    return gan
+    ema_decay = 0.0 if args.tutorial_recipe else EMA_DECAY
+    return GAN(g_model, d_model, g_optimizer, d_optimizer, g_ema, ema_decay)
 
 
-def restore(gan, checkpoint, args, rank, world, per_epoch):
-    """Loads a checkpoint into the GAN; returns where to go on: epoch, step in it, losses."""
-    try:
-        for name in TRAINED:
-            getattr(gan, name).load_state_dict(checkpoint[f"{name}_state_dict"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        fail(f"{args.resume} does not fit these models ({type(error).__name__})", "use its flags")
-    # Each process draws its noise as if it had never stopped, if there are as many as before.
-    if len(checkpoint["rng_states"]) == world:
-        torch.set_rng_state(checkpoint["rng_states"][rank])
-    # The position is kept in samples: on any number of processes, a step of the same total batch
-    # goes on from the same sample (run() checked that the batch reaches it).
-    start = checkpoint["samples_done"] // args.batch_size
-    # a checkpoint written as its epoch ended goes on with the next one
-    if start >= per_epoch:
-        return checkpoint["epoch"] + 1, 0, checkpoint["losses"]
-    return checkpoint["epoch"], start, checkpoint["losses"]
-
-
-def distribute(gan):
-    """Under torchrun: G and D in DDP, which averages gradients, and a group to agree on a stop."""
-    gan.generator, gan.discriminator, gan.stop_group = gan.g_model, gan.d_model, None
-    if not torch.distributed.is_initialized():
-        return
-    # DDP starts every process from rank 0's weights; the average of G too
-    gan.generator = DDP(gan.g_model)
-    for tensor in gan.g_ema.state_dict().values():
-        torch.distributed.broadcast(tensor, src=0)
-    # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN.
-    warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")
-    gan.discriminator = DDP(gan.d_model, broadcast_buffers=False)
-    # on the CPU (gloo): agreeing waits for no GPU
-    gan.stop_group = torch.distributed.new_group(backend="gloo")
-
-
-def stop_agreed(stop, group):
-    """Whether any process was told to stop: under torchrun, all then stop after the same step."""
-    if group is None:
-        return stop.is_set()
-    flag = torch.tensor(float(stop.is_set()))
-    torch.distributed.all_reduce(flag, torch.distributed.ReduceOp.MAX, group=group)
-    return bool(flag)
-
-
-def rng_states():
-    """Every process's RNG state, rank 0's first: each draws the same noise after a resume."""
-    state = torch.get_rng_state()
-    if not torch.distributed.is_initialized():
-        return [state]
-    states = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(states, state)
-    return states
-
-
-def epoch_batches(images, batch_size, args, epoch, start, count=None):
-    """The epoch's uint8 batches from batch `start` on (`count` of them): decoded, or indexed."""
-    # The order comes from (seed, epoch) alone: a resumed epoch goes on in the same order.
-    seeded = torch.Generator().manual_seed(args.seed + epoch)
-    order = torch.randperm(len(images), generator=seeded)
-    order = order[start * batch_size :].split(batch_size)[:count]
-    if isinstance(images, list):
-        return decode(images, order, args.num_workers)
-    # the order copied to the images' device once an epoch: the steps never wait for the host
-    order = torch.cat(order).to(images.device).split(batch_size)
-    return (images[indices] for indices in order)
-
-
-def to_real(batch, device):
-    """uint8 images to the [-1, 1] RGB batch D sees: ToTensor and Normalize(0.5, 0.5) at once."""
-    real = batch.to(device).float().div_(127.5).sub_(1.0)
-    # grey digits become RGB
-    return real.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
-
-
-def save_atomically(content, path):
-    """An interrupted save never replaces the last good file."""
-    torch.save(content, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def save_epoch(gan, args, fixed_noise, epoch, batches_done, per_epoch, losses, rng):
-    """What an epoch (or its part, when the run stops) leaves: a grid, checkpoints, a line."""
-    # eval(): BatchNorm's running statistics, as infer.py draws
-    fake = gan.g_ema.eval()(fixed_noise).float()
-    grid_path = os.path.join(args.out, f"fake_epoch_{epoch:03d}.png")
-    torchvision.utils.save_image(fake, grid_path, normalize=True, value_range=(-1, 1))
-    state = {f"{name}_state_dict": getattr(gan, name).state_dict() for name in TRAINED}
-    last = dict(state, epoch=epoch, args=vars(args), losses=losses, rng_states=rng)
-    last["samples_done"] = batches_done * args.batch_size
-    save_atomically(last, os.path.join(args.out, "checkpoint_last.pt"))
-    # zhangxiann's lesson 8 snapshot: G (the one drawn) and D
-    if batches_done == per_epoch and epoch % args.save_every == 0:
-        snapshot = {"g_model_state_dict": state["g_ema_state_dict"], "epoch": epoch}
-        snapshot["d_model_state_dict"] = state["d_model_state_dict"]
-        save_atomically(snapshot, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
-    return fake
-
-
-def train_epoch(gan, bar, device, first_step, stop):
-    """Steps until the batches run out or a stop: (D, G) losses, the last batch, whether stopped."""
-    losses = []
-    models = (gan.generator, gan.discriminator, gan.g_optimizer, gan.d_optimizer)
-    for batch in bar:
-        real = to_real(batch, device)
-        d_loss, g_loss = train_step(*models, real, gan.label_smoothing, gan.amp_dtype)
-        update_average(gan.g_ema, gan.g_model, first_step + len(losses), gan.ema_decay)
-        # kept on the device until the epoch ends: no wait for the GPU in the loop
-        losses.append(torch.stack([d_loss, g_loss]).float())
-        # on a shown bar every 20 steps: reading a loss waits for the GPU
-        if len(losses) % 20 == 0 and not bar.disable:
-            bar.set_postfix(dict(zip(["loss_d", "loss_g"], losses[-1].tolist())))
-        if stop_agreed(stop, gan.stop_group):
-            return torch.stack(losses).cpu(), real, True
-    return torch.stack(losses).cpu(), real, False
-
-
-def train(args, device, rank, world, amp_dtype, checkpoint):
-    images = make_dataset(args, rank, world)
-    if torch.is_tensor(images) and device.type == "cuda":
-        # where a quarter of the GPU's free memory holds them, batches are indexed there
-        if images.nbytes < torch.cuda.mem_get_info()[0] / 4:
-            images = images.to(device)
-    gan = build_gan(args, device, amp_dtype)
+def train(args, device, rank=0, world=1, amp_dtype=None, checkpoint=None):
+    """The tutorial's loop: for each epoch, for each batch, one train_step. What a real run adds
+    (resume, several processes, a stop, the files an epoch leaves) is one call each, in part 2."""
+    dataset = make_dataset(args, rank, world).to(device)
+    gan = build_gan(args, device)
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
     # --batch-size is the step's total: each of the processes takes its share
     batch_size = args.batch_size // world
-    per_epoch = -(-len(images) // batch_size)
-    first_epoch, start, losses = 1, 0, []
-    if checkpoint:
-        first_epoch, start, losses = restore(gan, checkpoint, args, rank, world, per_epoch)
-    if first_epoch > args.epochs:
-        print(f"{args.resume} already has {first_epoch - 1} epochs: raise --epochs to train more")
-    distribute(gan)
+    per_epoch = -(-len(dataset) // batch_size)
+    first_epoch, batches_done, history = resume(gan, checkpoint, args, rank, world, per_epoch)
+    # under torchrun, G and D in DDP, which averages their gradients over the processes
+    generator, discriminator, stop_group = distribute(gan)
+    models = (generator, discriminator, gan.g_optimizer, gan.d_optimizer)
     steps_left = args.max_steps
     real, fake, drawn_epoch, stopped = None, None, 0, False
-    # Ctrl-C (or a scheduler's SIGTERM) ends the step, then the run saves and stops.
-    stop = threading.Event()
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stop_signals}
-    hide_bar = args.quiet or rank > 0
-    try:
-        for epoch in range(first_epoch, args.epochs + 1):
-            batches = epoch_batches(images, batch_size, args, epoch, start, steps_left)
-            bar = tqdm(batches, total=per_epoch, initial=start, leave=False, disable=hide_bar)
-            bar.set_description(f"epoch {epoch}/{args.epochs}")
-            epoch_losses, real, stopped = train_epoch(gan, bar, device, len(losses), stop)
-            if not epoch_losses.isfinite().all():
-                fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp")
-            losses += epoch_losses.tolist()
-            start += len(epoch_losses)
-            # every process's, gathered before rank 0 alone saves
-            rng = rng_states()
-            if rank == 0:
-                fake = save_epoch(gan, args, fixed_noise, epoch, start, per_epoch, losses, rng)
+    with stop_signals() as stop:
+        try:
+            for epoch in range(first_epoch, args.epochs + 1):
+                batches = epoch_batches(dataset, batch_size, args, epoch, batches_done, steps_left)
+                bar = progress_bar(batches, args, epoch, per_epoch, batches_done, rank)
+                epoch_losses = []
+                for batch in bar:
+                    real = to_real(batch, device)
+                    losses = train_step(*models, real, args.label_smoothing, amp_dtype)
+                    step = len(history) + len(epoch_losses)
+                    update_average(gan.g_ema, gan.g_model, step, gan.ema_decay)
+                    # kept on the device until the epoch ends: no wait for the GPU in the loop
+                    epoch_losses.append(torch.stack(losses).float())
+                    show_losses(bar, epoch_losses)
+                    stopped = stop_agreed(stop, stop_group)
+                    if stopped:
+                        break
+                history += finite_losses(epoch_losses, epoch)
+                batches_done += len(epoch_losses)
+                where = (epoch, batches_done, per_epoch)
+                fake = save_epoch(gan, args, fixed_noise, where, history, len(epoch_losses), rank)
                 drawn_epoch = epoch
-                d_mean, g_mean = epoch_losses.mean(0).tolist()
-                print(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
-            if steps_left is not None:
-                steps_left -= len(epoch_losses)
-            if stopped or steps_left == 0:
-                break
-            start = 0
-    # also when a NaN loss or an unreadable image ends the run
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        if drawn_epoch:
-            save_plots(losses, args.out, real, fake, drawn_epoch, args.show)
+                if steps_left is not None:
+                    steps_left -= len(epoch_losses)
+                if stopped or steps_left == 0:
+                    break
+                batches_done = 0
+        # also when a NaN loss or an unreadable image ends the run
+        finally:
+            if drawn_epoch and rank == 0:
+                save_plots(history, args.out, real, fake, drawn_epoch, args.show)
     return gan.g_ema, stopped
-
-
-def save_gif(out, last_epoch):
-    """progress.gif: the grids of about 100 epochs up to last_epoch (not an older run's later
-    ones), evenly spaced, the first and the last kept: a few hundred open files fail on macOS."""
-    epochs = {*range(1, last_epoch + 1, -(-last_epoch // 100)), last_epoch}
-    grids = [os.path.join(out, f"fake_epoch_{epoch:03d}.png") for epoch in sorted(epochs)]
-    frames = [Image.open(path) for path in grids if os.path.exists(path)]
-    gif_path = os.path.join(out, "progress.gif")
-    frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=400, loop=0)
 
 
 def save_plots(losses, out, real, fake, last_epoch, show=False):
@@ -520,6 +260,271 @@ def save_plots(losses, out, real, fake, last_epoch, show=False):
     plt.close("all")
 
 
+# ---- Part 2: what a real run adds. A first read can stop here: above is the whole GAN. Below: ----
+# flags, image folders and the cache, checkpoints and resume, several GPUs and the agreed stop,
+# device and precision, notebooks and bad input, then run() and main().
+
+# The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
+IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+# Flags of one call, not of the run: --resume does not bring them back from the checkpoint.
+CALL_FLAGS = ("device", "max_steps", "num_workers", "cache", "resume", "quiet", "show")
+# What checkpoint_last.pt holds as NAME_state_dict: the tutorial's g_model and d_model, then ours.
+TRAINED = ("g_model", "d_model", "g_ema", "g_optimizer", "d_optimizer")
+
+
+def parse_args(argv=None, run_flags=None):
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    # --flag and --no-flag
+    on_off = argparse.BooleanOptionalAction
+    # each help ends with its default: "%(default)s" where argparse knows it, else in words
+    default = " (default: %(default)s)"
+    p.add_argument(
+        "--epochs", type=int, default=20, help="train until this epoch; tutorial: 50" + default
+    )
+    p.add_argument("--batch-size", type=int, help="over all GPUs (default: 64, tutorial: 128)")
+    p.add_argument("--lr", type=float, help="G's rate, D's 2e-4 (default: 4e-4, tutorial: 2e-4)")
+    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models, last G")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order" + default)
+    devices = ["auto", "cpu", "cuda", "mps"]
+    p.add_argument(
+        "--device", choices=devices, default="auto", help="auto: cuda, mps, cpu" + default
+    )
+    p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file" + default)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps of this call")
+    p.add_argument("--data-root", help="images at any depth (default: data/celeba, else digits)")
+    workers = min(os.cpu_count() or 1, 16)
+    p.add_argument("--num-workers", type=int, default=workers, help="decoders" + default)
+    p.add_argument("--cache", action=on_off, help="decode once (default: if it fits in memory)")
+    p.add_argument("--label-smoothing", action=on_off, default=False, help="real 0.9, fake 0.1")
+    p.add_argument("--amp", action=on_off, help="bf16 autocast (default: on a bf16 CPU)")
+    p.add_argument("--resume", metavar="CKPT", help="go on where a checkpoint_last.pt stopped")
+    p.add_argument("--save-every", type=int, default=10, help="epochs between snapshots" + default)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--show", action="store_true", help="also open the figures in a window")
+    # Errors in one line, without argparse's usage text.
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
+    # A resumed run's own flags are the defaults; the flags given again win.
+    p.set_defaults(**(run_flags or {}))
+    args = p.parse_args(argv)
+    for flag in ("epochs", "batch_size", "lr", "max_steps", "save_every"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
+    if not 0 <= args.num_workers <= 64:
+        p.error(f"argument --num-workers: must be 0 to 64, got {args.num_workers}")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    # tutorial: 128; at 64 the same images, twice the steps, draw 9 points more confident digits
+    args.batch_size = args.batch_size or (128 if args.tutorial_recipe else 64)
+    # tutorial: 2e-4 for G too; at twice D's rate, G draws 4 to 8 points more (5 runs)
+    args.lr = args.lr or (2e-4 if args.tutorial_recipe else 4e-4)
+    return args
+
+
+def fail(what, fix):
+    print(f"error: {what} ({fix})", file=sys.stderr)
+    sys.exit(2)
+
+
+# --- Image folders and the cache ---
+@dataclass
+class ImageSet:
+    """This process's share of the images: decoded once into `images` (uint8, N x C x 64 x 64),
+    or, where they do not fit in memory, their `files`, decoded again every epoch."""
+
+    images: torch.Tensor = None
+    files: list = None
+
+    def __len__(self):
+        return len(self.files) if self.images is None else len(self.images)
+
+    def to(self, device):
+        """Cached images go to a GPU where a quarter of its free memory holds them."""
+        if self.images is not None and device.type == "cuda":
+            if self.images.nbytes < torch.cuda.mem_get_info()[0] / 4:
+                self.images = self.images.to(device)
+        return self
+
+
+def load_images(paths):
+    """uint8 (len(paths), 3, 64, 64), or a text naming the file that could not be read."""
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                # A JPEG decodes at 1/2 or 1/4 of its size where that still covers 64x64.
+                im.draft("RGB", (64, 64))
+                square = T.CenterCrop(64)(T.Resize(64)(im.convert("RGB")))
+                images.append(T.functional.pil_to_tensor(square))
+        # Returned, not raised: a DataLoader worker that raises stalls the loader's shutdown.
+        except (OSError, Image.DecompressionBombError) as error:
+            return f"{path}: {error}"
+    return torch.stack(images)
+
+
+def decode(paths, batches, num_workers):
+    """uint8 batches decoded in worker processes; an unreadable file ends the run."""
+    loader = torch.utils.data.DataLoader(
+        paths, batch_sampler=batches, collate_fn=load_images, num_workers=num_workers
+    )
+    for batch in loader:
+        if isinstance(batch, str):
+            fail(f"unreadable image: {batch}", "delete or replace the file")
+        yield batch
+
+
+def cache_images(paths, args):
+    """The images decoded once into one uint8 tensor that later epochs index (YOLOv5's --cache
+    ram); each worker's batch copied in and released, so 64 MB of /dev/shm is enough."""
+    print(f"caching {len(paths):,} images as uint8: {len(paths) * 3 * 64 * 64 / 1e9:.2f} GB")
+    images = torch.empty(len(paths), 3, 64, 64, dtype=torch.uint8)
+    batches = torch.arange(len(paths)).split(64)
+    decoded = decode(paths, batches, args.num_workers)
+    bar = tqdm(decoded, desc="decoding", total=len(batches), leave=False, disable=args.quiet)
+    for indices, batch in zip(batches, bar):
+        images[indices] = batch
+    return images
+
+
+def fits_in_memory(size):
+    if hasattr(os, "sysconf"):
+        return size <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4
+    # Windows has no sysconf; its MEMORYSTATUSEX is 64 bytes: its own size, the load, then the RAM
+    status = (ctypes.c_uint64 * 8)(64)
+    ctypes.windll.kernel32.GlobalMemoryStatusEx(status)
+    return size <= status[1] / 4
+
+
+def load_digits():
+    """The 5,000 bundled MNIST digits; this file alone (a pasted cell) downloads MNIST's first."""
+    path = os.path.join(HERE, "data", "mnist_sample.npz")
+    if not os.path.exists(path):
+        return torchvision.datasets.MNIST(os.path.join(HERE, "data"), download=True).data[:5000]
+    with np.load(path) as sample:
+        return torch.from_numpy(sample["images"])
+
+
+def make_dataset(args, rank=0, world=1):
+    """This process's share of the images under --data-root, cached where they fit; without any,
+    the bundled digits."""
+    root = args.data_root or os.path.join(HERE, "data", "celeba")
+    # every picture at any depth, as in CelebA's, torchvision's and Kaggle's layouts; glob's "**"
+    # skips hidden folders such as .ipynb_checkpoints
+    found = glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)
+    files = sorted(path for path in found if path.lower().endswith(IMAGE_TYPES))
+    if files:
+        folder = os.path.commonpath({os.path.dirname(path) for path in files})
+        print(f"{len(files):,} images in {folder}")
+        # Each process decodes and caches its own share.
+        files = files[rank : len(files) // world * world : world]
+        size = len(files) * world * 3 * 64 * 64
+        why = "--no-cache" if args.cache is False else "over 1/4 of the memory"
+        if args.cache is False or (args.cache is None and not fits_in_memory(size)):
+            print(f"not caching {size / 1e9:.1f} GB ({why}): each epoch decodes them")
+            return ImageSet(files=files)
+        return ImageSet(images=cache_images(files, args))
+    # The user named this folder: never swap in other data.
+    if args.data_root:
+        if os.path.isfile(root):
+            fail(f"--data-root {root} is a file, not a folder", "give the folder of the images")
+        what = "holds no images" if os.path.isdir(root) else "does not exist"
+        fail(f"--data-root {root} {what}", "give a folder with .jpg or .png files, as CelebA's")
+    print(
+        f"no images in {root}: training on 5,000 MNIST digits at 64x64 (for faces, put CelebA's "
+        "img_align_celeba/ there: mmlab.ie.cuhk.edu.hk/projects/CelebA.html)"
+    )
+    # offline without the sample, or the sample damaged
+    try:
+        digits = load_digits()
+    except Exception as error:
+        what = f"no images in {root}, and no digits either ({type(error).__name__})"
+        fail(what, "restore data/mnist_sample.npz from the repository, or go online")
+    digits = F.interpolate(digits.unsqueeze(1).float(), size=64, mode="bilinear")
+    digits = digits.round().clamp(0, 255).to(torch.uint8)
+    # Grey: the loop makes them RGB a batch at a time.
+    return ImageSet(images=digits[rank : len(digits) // world * world : world])
+
+
+def epoch_batches(dataset, batch_size, args, epoch, batches_done, count=None):
+    """The epoch's uint8 batches after the first `batches_done` (`count` of them)."""
+    # The order comes from (seed, epoch) alone: a resumed epoch goes on in the same order.
+    seeded = torch.Generator().manual_seed(args.seed + epoch)
+    order = torch.randperm(len(dataset), generator=seeded)
+    order = order[batches_done * batch_size :].split(batch_size)[:count]
+    if dataset.images is None:
+        return decode(dataset.files, order, args.num_workers)
+    images = dataset.images
+    # the order copied to the images' device once an epoch: the steps never wait for the host
+    order = torch.cat(order).to(images.device).split(batch_size)
+    return (images[indices] for indices in order)
+
+
+# --- The loop's bookkeeping: progress, losses, the files an epoch leaves ---
+def progress_bar(batches, args, epoch, per_epoch, batches_done, rank):
+    hide = args.quiet or rank > 0
+    bar = tqdm(batches, total=per_epoch, initial=batches_done, leave=False, disable=hide)
+    bar.set_description(f"epoch {epoch}/{args.epochs}")
+    return bar
+
+
+def show_losses(bar, epoch_losses):
+    """The last step's losses on a shown bar, every 20 steps: reading one waits for the GPU."""
+    if len(epoch_losses) % 20 == 0 and not bar.disable:
+        bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
+
+
+def finite_losses(epoch_losses, epoch):
+    """The epoch's (D, G) losses as floats; a NaN or inf ends the run (the last checkpoint kept)."""
+    losses = torch.stack(epoch_losses).cpu()
+    if not losses.isfinite().all():
+        fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp")
+    return losses.tolist()
+
+
+def save_atomically(content, path):
+    """An interrupted save never replaces the last good file."""
+    torch.save(content, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def save_epoch(gan, args, fixed_noise, where, history, steps, rank):
+    """What an epoch (or its part, when the run stops) leaves: a grid, checkpoints, a line. Every
+    process's RNG state is gathered; rank 0 alone writes and returns the grid's images."""
+    epoch, batches_done, per_epoch = where
+    rng = rng_states()
+    if rank > 0:
+        return None
+    # eval(): BatchNorm's running statistics, as infer.py draws
+    fake = gan.g_ema.eval()(fixed_noise).float()
+    grid_path = os.path.join(args.out, f"fake_epoch_{epoch:03d}.png")
+    torchvision.utils.save_image(fake, grid_path, normalize=True, value_range=(-1, 1))
+    state = {f"{name}_state_dict": getattr(gan, name).state_dict() for name in TRAINED}
+    last = dict(state, epoch=epoch, args=vars(args), losses=history, rng_states=rng)
+    last["samples_done"] = batches_done * args.batch_size
+    save_atomically(last, os.path.join(args.out, "checkpoint_last.pt"))
+    # zhangxiann's lesson 8 snapshot: G (the one drawn) and D
+    if batches_done == per_epoch and epoch % args.save_every == 0:
+        snapshot = {"g_model_state_dict": state["g_ema_state_dict"], "epoch": epoch}
+        snapshot["d_model_state_dict"] = state["d_model_state_dict"]
+        save_atomically(snapshot, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
+    d_mean, g_mean = torch.tensor(history[-steps:]).mean(0).tolist()
+    print(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
+    return fake
+
+
+def save_gif(out, last_epoch):
+    """progress.gif: the grids of about 100 epochs up to last_epoch (not an older run's later
+    ones), evenly spaced, the first and the last kept: a few hundred open files fail on macOS."""
+    epochs = {*range(1, last_epoch + 1, -(-last_epoch // 100)), last_epoch}
+    grids = [os.path.join(out, f"fake_epoch_{epoch:03d}.png") for epoch in sorted(epochs)]
+    frames = [Image.open(path) for path in grids if os.path.exists(path)]
+    gif_path = os.path.join(out, "progress.gif")
+    frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=400, loop=0)
+
+
+# --- Checkpoints and resume ---
 def load_checkpoint(path):
     """A checkpoint_last.pt and its run's flags; anything else is one line and exit 2."""
     try:
@@ -539,6 +544,81 @@ def load_checkpoint(path):
     return checkpoint, run_flags
 
 
+def resume(gan, checkpoint, args, rank, world, per_epoch):
+    """Loads a checkpoint into the GAN: the epoch, the batches done in it, and the losses so far
+    (a fresh run: 1, 0, [])."""
+    if checkpoint is None:
+        return 1, 0, []
+    try:
+        for name in TRAINED:
+            getattr(gan, name).load_state_dict(checkpoint[f"{name}_state_dict"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        fail(f"{args.resume} does not fit these models ({type(error).__name__})", "use its flags")
+    # Each process draws its noise as if it had never stopped, if there are as many as before.
+    if len(checkpoint["rng_states"]) == world:
+        torch.set_rng_state(checkpoint["rng_states"][rank])
+    # The position is kept in samples: on any number of processes, a step of the same total batch
+    # goes on from the same sample (run() checked that the batch reaches it).
+    batches_done = checkpoint["samples_done"] // args.batch_size
+    first_epoch = checkpoint["epoch"]
+    # a checkpoint written as its epoch ended goes on with the next one
+    if batches_done >= per_epoch:
+        first_epoch, batches_done = first_epoch + 1, 0
+    if first_epoch > args.epochs:
+        print(f"{args.resume} already has {first_epoch - 1} epochs: raise --epochs to train more")
+    return first_epoch, batches_done, checkpoint["losses"]
+
+
+# --- Several GPUs, and a stop they agree on ---
+def distribute(gan):
+    """What a step calls, G and D, and the group that agrees on a stop: under torchrun, G and D in
+    DDP and a group of all processes; on one process, the models themselves and None."""
+    if not torch.distributed.is_initialized():
+        return gan.g_model, gan.d_model, None
+    # DDP starts every process from rank 0's weights; the average of G too
+    generator = DDP(gan.g_model)
+    for tensor in gan.g_ema.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
+    # D runs twice before its backward: syncing its BatchNorm buffers in between breaks cuDNN.
+    warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")
+    discriminator = DDP(gan.d_model, broadcast_buffers=False)
+    # on the CPU (gloo): agreeing waits for no GPU
+    return generator, discriminator, torch.distributed.new_group(backend="gloo")
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Ctrl-C or a scheduler's SIGTERM sets the event: the step ends, the run saves and stops."""
+    stop = threading.Event()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stop_signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def stop_agreed(stop, group):
+    """Whether any process was told to stop: under torchrun, all then stop after the same step."""
+    if group is None:
+        return stop.is_set()
+    flag = torch.tensor(float(stop.is_set()))
+    torch.distributed.all_reduce(flag, torch.distributed.ReduceOp.MAX, group=group)
+    return bool(flag)
+
+
+def rng_states():
+    """Every process's RNG state, rank 0's first: each draws the same noise after a resume."""
+    state = torch.get_rng_state()
+    if not torch.distributed.is_initialized():
+        return [state]
+    states = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+# --- Device and precision, the output folder ---
 def cpu_has_fast_bf16():
     # bf16 instructions: AVX-512 BF16 on x86, BF16 on Arm
     if platform.machine().lower() in ("arm64", "aarch64"):
@@ -577,6 +657,7 @@ def check_out(out):
         fail(f"--out {out} cannot be written ({error.strerror})", "give a folder you can write to")
 
 
+# --- run() and main(): flags, resume, notebooks, processes ---
 def run(args, argv):
     # torchrun starts one process per GPU and tells each its rank and their number
     rank = int(os.environ.get("RANK", 0))

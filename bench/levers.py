@@ -182,7 +182,7 @@ def score(name, variant, step, start, generator, fixed_noise, classifier):
 def run_dcgan_lever(name, lever, device, classifier, quick, iters=None, samples=1000):
     """dcgan_celeba.py's models, data, train_step and average on the digits; scores G and each
     average."""
-    images = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))
+    images = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"])).images
     images = (images[:512] if quick else images).to(device)
     layout, tutorial = torch.channels_last, lever.get("tutorial", False)
     generator = dcgan_celeba.Generator(tutorial=tutorial).to(device, memory_format=layout)

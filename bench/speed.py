@@ -159,7 +159,7 @@ def bench_steps(quick, repeats, device, only=None, compile_rows=True):
     compiled."""
     images = torch.from_numpy(np.load(SAMPLE)["images"])
     # uint8, 1 x 64 x 64
-    digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"]))
+    digits = dcgan_celeba.make_dataset(dcgan_celeba.parse_args(["--quiet"])).images
     cases = [
         (
             "mnist_mlp_gan",
@@ -288,19 +288,19 @@ def bench_batches(quick, repeats, device):
     and nothing else in it (grids, checkpoints) depends on the batch."""
     sizes = (32, 16) if quick else (128, 64, 32)
     args = dcgan_celeba.parse_args(["--quiet"])
-    digits = dcgan_celeba.make_dataset(args)
+    digits = dcgan_celeba.make_dataset(args).images
     bf16 = device != "cpu" or dcgan_celeba.cpu_has_fast_bf16()
     calls = 1 if device == "cpu" else 20
     print(f"\n{'the DCGAN step and its average of G':<40} {'images/s':>12} {'of the first':>12}")
     for dtype in (None, torch.bfloat16) if bf16 else (None,):
         steps = []
         for batch in sizes:
-            gan = dcgan_celeba.build_gan(args, torch.device(device), dtype)
+            gan = dcgan_celeba.build_gan(args, torch.device(device))
             real = dcgan_celeba.to_real(digits[:batch], device)
             models = (gan.g_model, gan.d_model, gan.g_optimizer, gan.d_optimizer)
 
-            def step(models=models, real=real, gan=gan):
-                dcgan_celeba.train_step(*models, real, amp_dtype=gan.amp_dtype)
+            def step(models=models, real=real, gan=gan, dtype=dtype):
+                dcgan_celeba.train_step(*models, real, amp_dtype=dtype)
                 dcgan_celeba.update_average(gan.g_ema, gan.g_model, 1000, gan.ema_decay)
 
             steps.append(step)
@@ -423,7 +423,7 @@ def bench_loader(quick, repeats, device, workers=(2,), folder=None):
         args = dcgan_celeba.parse_args(
             ["--data-root", folder, "--num-workers", "2", "--quiet", "--cache"]
         )
-        cache = dcgan_celeba.make_dataset(args)
+        cache = dcgan_celeba.make_dataset(args).images
         paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
         n = len(paths)
 
@@ -442,7 +442,9 @@ def bench_loader(quick, repeats, device, workers=(2,), folder=None):
 
         # the script's cached epoch: its order copied to the device once, then indexed there
         def cached_epoch():
-            for batch in dcgan_celeba.epoch_batches(gpu_cache, 128, args, 1, 0):
+            for batch in dcgan_celeba.epoch_batches(
+                dcgan_celeba.ImageSet(gpu_cache), 128, args, 1, 0
+            ):
                 dcgan_celeba.to_real(batch, device)
 
         # as before: each step's indices copied from the host, so the GPU waits for it

@@ -127,7 +127,7 @@ def test_every_image_under_the_root_is_found_in_each_celeba_layout(layout, tmp_p
     # Jupyter's copies: skipped, as every hidden folder
     faces(root / ".ipynb_checkpoints", 2)
     (root / "empty").mkdir()
-    images = dc.make_dataset(dc.parse_args(["--data-root", str(root), *map(str, SMALL)]))
+    images = dc.make_dataset(dc.parse_args(["--data-root", str(root), *map(str, SMALL)])).images
     assert images.shape == (8, 3, 64, 64) and images.dtype == torch.uint8
     assert capsys.readouterr().out.splitlines()[0] == f"8 images in {folder}"
 
@@ -138,21 +138,21 @@ def test_the_default_data_folder_in_celebas_own_layout_is_used_not_the_digits(
     faces(tmp_path / "data" / "celeba" / "Img" / "img_align_celeba", 4)
     (tmp_path / "data" / "celeba" / "Anno").mkdir()
     monkeypatch.setattr(dc, "HERE", str(tmp_path))
-    assert dc.make_dataset(dc.parse_args(["--num-workers", "0"])).shape == (4, 3, 64, 64)
+    assert dc.make_dataset(dc.parse_args(["--num-workers", "0"])).images.shape == (4, 3, 64, 64)
     assert "MNIST" not in capsys.readouterr().out
 
 
 def test_cached_pixels_equal_the_decoded_ones_and_no_cache_keeps_the_files(image_folder, capsys):
     cached = dc.make_dataset(
         dc.parse_args(["--data-root", str(image_folder), "--num-workers", "2"])
-    )
+    ).images
     assert "caching 8 images as uint8: 0.00 GB" in capsys.readouterr().out
     paths = sorted(str(p) for p in (image_folder / "Img" / "img_align_celeba").iterdir())
     assert torch.equal(cached, torch.cat([dc.load_images([path]) for path in paths]))
     # real pictures, as uint8
     assert cached.min() == 0 and cached.max() > 200
-    files = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--no-cache"]))
-    assert files == paths
+    dataset = dc.make_dataset(dc.parse_args(["--data-root", str(image_folder), "--no-cache"]))
+    assert dataset.files == paths and dataset.images is None
     assert "not caching 0.0 GB (--no-cache): each epoch decodes them" in capsys.readouterr().out
 
 
@@ -173,7 +173,7 @@ def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch_and_it_says_so
         monkeypatch.delattr(dc.os, "sysconf", raising=False)
         kernel32 = SimpleNamespace(GlobalMemoryStatusEx=report_40_kb_as_windows_does)
         monkeypatch.setattr(dc.ctypes, "windll", SimpleNamespace(kernel32=kernel32), raising=False)
-    assert isinstance(dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)])), list)
+    assert dc.make_dataset(dc.parse_args(["--data-root", str(image_folder)])).images is None
     assert "not caching 0.0 GB (over 1/4 of the memory)" in capsys.readouterr().out
     result = run_main(dc, "--data-root", image_folder, "--epochs", 2, *SMALL, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -188,7 +188,7 @@ def test_the_progress_bar_shows_d_and_g_loss(tmp_path, narrow_g):
 
 
 def test_without_celeba_it_trains_on_the_bundled_digits_as_uint8_64x64(capsys):
-    digits = dc.make_dataset(dc.parse_args([]))
+    digits = dc.make_dataset(dc.parse_args([])).images
     assert digits.shape == (5000, 1, 64, 64) and digits.dtype == torch.uint8
     assert digits.min() == 0 and digits.max() == 255
     assert "training on 5,000 MNIST digits" in capsys.readouterr().out
@@ -199,7 +199,8 @@ def test_steps_are_finite_repeatable_and_each_half_moves_only_its_model():
         torch.manual_seed(0)
         g, d = dc.Generator().apply(dc.weights_init), dc.Discriminator().apply(dc.weights_init)
         real = (
-            dc.make_dataset(dc.parse_args(["--quiet"]))[:4]
+            dc.make_dataset(dc.parse_args(["--quiet"]))
+            .images[:4]
             .float()
             .div(127.5)
             .sub(1)
@@ -753,7 +754,7 @@ def test_without_the_bundled_sample_it_reads_a_downloaded_mnist_or_says_what_to_
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(
             bytes([0, 0, 8, 1, 0, 0, 0, 6]) + bytes(range(6))
         )
-    dataset = dc.make_dataset(dc.parse_args([]))
+    dataset = dc.make_dataset(dc.parse_args([])).images
     assert dataset.shape == (6, 1, 64, 64) and dataset.dtype == torch.uint8
     for name in os.listdir(raw):
         os.remove(raw / name)
@@ -796,7 +797,7 @@ def test_caching_works_in_a_container_with_64_mb_of_shared_memory_and_few_open_f
 sys.path.insert(0, {str(sandbox)!r})
 import dcgan_celeba as dc
 flags = ["--data-root", {str(tmp_path / "faces")!r}, "--num-workers", "2", "--quiet"]
-images = dc.make_dataset(dc.parse_args(flags))
+images = dc.make_dataset(dc.parse_args(flags)).images
 path = {str(tmp_path / "faces" / "003999.jpg")!r}
 print(tuple(images.shape), bool((images[-1] == dc.load_images([path])[0]).all()))
 """
@@ -860,6 +861,6 @@ def test_the_default_is_batch_64_and_g_at_4e4_and_the_tutorial_recipe_is_128_and
         assert run_main(dc, *flags, "--device", "cpu", "--out", tmp_path).returncode == 0
     assert chosen == [(64, 4e-4), (128, 2e-4), (32, 1e-4)]
     # the optimizers take it: G at --lr, D at 2e-4
-    gan = dc.build_gan(dc.parse_args(["--lr", "4e-4"]), torch.device("cpu"), None)
+    gan = dc.build_gan(dc.parse_args(["--lr", "4e-4"]), torch.device("cpu"))
     assert gan.g_optimizer.param_groups[0]["lr"] == 4e-4
     assert gan.d_optimizer.param_groups[0]["lr"] == 2e-4
