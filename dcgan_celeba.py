@@ -278,7 +278,6 @@ def parse_args(argv=None, run_flags=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     # --flag and --no-flag
     on_off = argparse.BooleanOptionalAction
-    # each help ends with its default: "%(default)s" where argparse knows it, else in words
     default = " (default: %(default)s)"
     p.add_argument(
         "--epochs", type=int, default=20, help="train until this epoch; tutorial: 50" + default
@@ -287,10 +286,7 @@ def parse_args(argv=None, run_flags=None):
     p.add_argument("--lr", type=float, help="G's rate, D's 2e-4 (default: 4e-4, tutorial: 2e-4)")
     p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's models, last G")
     p.add_argument("--seed", type=int, default=0, help="seeds torch and the data order" + default)
-    devices = ["auto", "cpu", "cuda", "mps"]
-    p.add_argument(
-        "--device", choices=devices, default="auto", help="auto: cuda, mps, cpu" + default
-    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help=default)
     p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file" + default)
     p.add_argument("--max-steps", type=int, help="stop after this many steps of this call")
     p.add_argument("--data-root", help="images at any depth (default: data/celeba, else digits)")

@@ -2,6 +2,9 @@
 50 lines of code (PyTorch)", Medium, 2017 (the README has the full link): medium.com/p/e81b79659e3f
 
     python gaussian_gan.py                    # 30,000 steps on one CPU thread: 40 s to 100 s
+
+Part 1, the lesson, in the tutorial's order: the real data and the noise, the models, one step,
+the loop (train), the pictures. Part 2, after the fence: flags, bad input, a distance, main().
 """
 
 import argparse
@@ -18,50 +21,6 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 DATA_MEAN, DATA_STDDEV = 4.0, 1.25
-
-
-def parse_args(argv=None):
-    formatter = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    p.add_argument("--steps", type=int, default=30000, help="iterations, each on fresh batches")
-    p.add_argument("--batch-size", type=int, default=100, help="samples D sees as one vector")
-    p.add_argument("--lr", type=float, help="G's Adam rate (default 1e-3; tutorial 2e-4)")
-    p.add_argument("--d-lr", type=float, help="D's Adam rate (default 1e-4; tutorial 2e-4)")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
-    # cpu by default: these 50-unit layers gain nothing on a GPU
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu")
-    p.add_argument("--out", default="runs/gaussian_gan", help="folder for the two plots")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
-    p.add_argument("--print-interval", type=int, default=200, help="steps between printed lines")
-    p.add_argument("--tutorial-recipe", action="store_true", help="exactly the tutorial's training")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed lines")
-    p.add_argument("--show", action="store_true", help="also open the figures in a window")
-    # Errors in one line, without argparse's usage text.
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
-    args = p.parse_args(argv)
-    # An Adam step moves each weight by about its rate; D's first layer has 2 x batch-size inputs.
-    highest = {"lr": 1, "d_lr": 1, "batch_size": 10000}
-    for flag in ("steps", "batch_size", "lr", "d_lr", "max_steps", "print_interval"):
-        value = getattr(args, flag)
-        if value is not None and not 0 < value < float("inf"):
-            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
-        if value is not None and value > highest.get(flag, value):
-            p.error(f"argument --{flag.replace('_', '-')}: must be at most {highest[flag]}")
-    if not 0 <= args.seed < 2**32:
-        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    available = {"cuda": cuda, "mps": mps, "cpu": True}
-    if args.device == "auto":
-        args.device = next(name for name, present in available.items() if present)
-    if not available[args.device]:
-        p.error(f"--device {args.device}: {args.device.upper()} is not available")
-    # --out is made and written to now, not after 30,000 steps
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out).close()
-    except OSError as error:
-        p.error(f"--out {args.out} cannot be written ({error.strerror})")
-    return args
 
 
 def real_batch(num_sets, batch_size, device="cpu"):
@@ -188,14 +147,6 @@ def train(args, device):
     return (generator if tutorial else averaged.module), history, interrupted
 
 
-def ks_distance(samples):
-    """Kolmogorov-Smirnov: the largest gap between the samples' CDF and N(4, 1.25)'s."""
-    x, n = np.sort(samples), len(samples)
-    z = torch.from_numpy((x - DATA_MEAN) / (DATA_STDDEV * np.sqrt(2.0)))
-    cdf = 0.5 * (1.0 + torch.erf(z).numpy())
-    return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
-
-
 def save_plots(history, samples, out, show=False):
     """stats.png: G's mean and std over training; histogram.png: G's samples against N(4, 1.25)."""
     # none if stopped at once
@@ -221,6 +172,63 @@ def save_plots(history, samples, out, show=False):
     if show:
         plt.show()
     plt.close("all")
+
+
+# ---- Part 2: what a real run adds. A first read can stop here: above is the whole GAN. Below: ----
+# flags and bad input, the final line's distance, then run() and main().
+
+
+def parse_args(argv=None):
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    default = " (default: %(default)s)"
+    p.add_argument("--steps", type=int, default=30000, help="each on fresh batches" + default)
+    p.add_argument("--batch-size", type=int, default=100, help="samples D sees as one" + default)
+    p.add_argument("--lr", type=float, help="G's Adam rate (default: 1e-3, tutorial: 2e-4)")
+    p.add_argument("--d-lr", type=float, help="D's Adam rate (default: 1e-4, tutorial: 2e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch" + default)
+    # cpu by default: these 50-unit layers gain nothing on a GPU
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help=default)
+    p.add_argument("--out", default="runs/gaussian_gan", help="folder for the plots" + default)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--print-interval", type=int, default=200, help="steps a line" + default)
+    p.add_argument("--tutorial-recipe", action="store_true", help="exactly the tutorial's training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed lines")
+    p.add_argument("--show", action="store_true", help="also open the figures in a window")
+    # Errors in one line, without argparse's usage text.
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
+    args = p.parse_args(argv)
+    # An Adam step moves each weight by about its rate; D's first layer has 2 x batch-size inputs.
+    highest = {"lr": 1, "d_lr": 1, "batch_size": 10000}
+    for flag in ("steps", "batch_size", "lr", "d_lr", "max_steps", "print_interval"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
+        if value is not None and value > highest.get(flag, value):
+            p.error(f"argument --{flag.replace('_', '-')}: must be at most {highest[flag]}")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    available = {"cuda": cuda, "mps": mps, "cpu": True}
+    if args.device == "auto":
+        args.device = next(name for name, present in available.items() if present)
+    if not available[args.device]:
+        p.error(f"--device {args.device}: {args.device.upper()} is not available")
+    # --out is made and written to now, not after 30,000 steps
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as error:
+        p.error(f"--out {args.out} cannot be written ({error.strerror})")
+    return args
+
+
+def ks_distance(samples):
+    """Kolmogorov-Smirnov: the largest gap between the samples' CDF and N(4, 1.25)'s."""
+    x, n = np.sort(samples), len(samples)
+    z = torch.from_numpy((x - DATA_MEAN) / (DATA_STDDEV * np.sqrt(2.0)))
+    cdf = 0.5 * (1.0 + torch.erf(z).numpy())
+    return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
 
 
 def run(args):

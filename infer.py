@@ -8,6 +8,9 @@ After gan_inference.py of zhangxiann's PyTorch_Practice, "8.3 GAN（生成对抗
 https://github.com/zhangxiann/PyTorch_Practice/blob/master/lesson8/gan_inference.py
 It imports its Generator from dcgan_celeba.py, as the tutorial imports from its dcgan module, so
 a notebook runs it from a clone of this repository: main(["--walk"]) returns the images.
+
+Part 1, the lesson: load the generator, draw the noise (a grid, a walk, an interpolation). Part 2,
+after the fence: flags, reading checkpoints, the device, the picture file, bad input, main().
 """
 
 import argparse
@@ -27,20 +30,86 @@ from dcgan_celeba import Z_DIM, Generator
 PREFIXES = ("module.", "_orig_mod.")
 
 
+def strip_prefixes(state_dict):
+    """The tutorial's remove_module(), for torch.compile's prefix too."""
+    clean = {}
+    for key, value in state_dict.items():
+        while key.startswith(PREFIXES):
+            key = key[len(next(p for p in PREFIXES if key.startswith(p))) :]
+        clean[key] = value
+    return clean
+
+
+def load_generator(path, device="cpu"):
+    checkpoint = read_checkpoint(path)
+    state_dict = None
+    # the average of G, which the grids draw; else the tutorial's key; else a bare state_dict
+    if isinstance(checkpoint, dict):
+        state_dict = checkpoint.get("g_model_state_dict", checkpoint)
+        state_dict = checkpoint.get("g_ema_state_dict", state_dict)
+    if not isinstance(state_dict, dict) or not all(map(torch.is_tensor, state_dict.values())):
+        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint")
+    state_dict = strip_prefixes(state_dict)
+    # --tutorial-recipe's G has BatchNorm in its last block
+    generator = Generator(tutorial="gen.4.1.running_mean" in state_dict)
+    try:
+        generator.load_state_dict(state_dict)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:160]
+        fail(f"{path} does not fit the DCGAN generator: {detail}", "was it dcgan_celeba.py's?")
+    # tutorial: no eval(), so BatchNorm uses batch statistics: an image depends on its batch-mates
+    return generator.to(device).eval()
+
+
+def make_noise(args):
+    """The noise the picture is drawn from, and its images per row."""
+    # drawn on the CPU: the same numbers on any device
+    seeded = torch.Generator().manual_seed(args.seed)
+    if args.walk:
+        z = torch.randn(1, Z_DIM, 1, 1, generator=seeded)
+        return walk_noise(z, args.z_index, args.steps, args.span), args.steps
+    if args.interpolate:
+        a, b = torch.randn(2, 1, Z_DIM, 1, 1, generator=seeded)
+        return slerp(a, b, args.steps), args.steps
+    return torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8
+
+
+def walk_noise(z, z_index, steps, span):
+    """`steps` copies of z (1, Z, 1, 1), dimension z_index alone set to -span ... +span."""
+    # tutorial: `add_noise = single_noise[0, z_idx, 0, 0] + i*0.01` sets all 100 dimensions
+    noise = z.repeat(steps, 1, 1, 1)
+    noise[:, z_index, 0, 0] = torch.linspace(-span, span, steps)
+    return noise
+
+
+def slerp(a, b, steps):
+    """Spherical interpolation from a to b (each (1, Z, 1, 1)): where Gaussian noise has mass."""
+    t = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
+    omega = torch.acos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+# ---- Part 2: what a real run adds. A first read can stop here. Below: flags, checkpoints, ----
+# the device, the picture written whole, bad input, then run() and main().
+
+
 def parse_args(argv=None):
     formatter = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    default = " (default: %(default)s)"
     checkpoint = "runs/dcgan_celeba/checkpoint_last.pt"
-    p.add_argument("--checkpoint", default=checkpoint, help="or a bare generator state_dict")
-    p.add_argument("--num-images", type=int, default=64, help="samples in the grid (1 to 1024)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the fixed noise (tutorial: 1)")
+    p.add_argument("--checkpoint", default=checkpoint, help="or a bare state_dict" + default)
+    p.add_argument("--num-images", type=int, default=64, help="1 to 1024" + default)
+    p.add_argument("--seed", type=int, default=1, help="of the fixed noise; tutorial: 1" + default)
     p.add_argument("--walk", action="store_true", help="vary one dimension of one noise vector")
-    p.add_argument("--z-index", type=int, default=0, help="the dimension the walk varies (0..99)")
-    p.add_argument("--steps", type=int, default=8, help="images in a walk or an interpolation")
-    p.add_argument("--span", type=float, default=3.0, help="the walk goes from -span to +span")
+    p.add_argument("--z-index", type=int, default=0, help="the walk's dimension, 0..99" + default)
+    p.add_argument("--steps", type=int, default=8, help="in a walk or interpolation" + default)
+    p.add_argument("--span", type=float, default=3.0, help="walk from -span to +span" + default)
     p.add_argument("--interpolate", action="store_true", help="slerp between two noise vectors")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--out", help="picture to write (samples.png, walk.png or interpolation.png)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help=default)
+    p.add_argument("--out", help="picture (default: samples.png, walk.png or interpolation.png)")
     p.add_argument("--show", action="store_true", help="also open the picture in a window")
     # Errors in one line, without argparse's usage text.
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
@@ -68,16 +137,6 @@ def fail(what, fix):
     sys.exit(2)
 
 
-def strip_prefixes(state_dict):
-    """The tutorial's remove_module(), for torch.compile's prefix too."""
-    clean = {}
-    for key, value in state_dict.items():
-        while key.startswith(PREFIXES):
-            key = key[len(next(p for p in PREFIXES if key.startswith(p))) :]
-        clean[key] = value
-    return clean
-
-
 def read_checkpoint(path):
     """The checkpoint's contents, loaded on the CPU; a missing or corrupt file is one line."""
     if not os.path.isfile(path):
@@ -89,57 +148,6 @@ def read_checkpoint(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         fail(f"checkpoint {path} cannot be read: {type(error).__name__}", "use another one")
-
-
-def load_generator(path, device="cpu"):
-    checkpoint = read_checkpoint(path)
-    state_dict = None
-    # the average of G, which the grids draw; else the tutorial's key; else a bare state_dict
-    if isinstance(checkpoint, dict):
-        state_dict = checkpoint.get("g_model_state_dict", checkpoint)
-        state_dict = checkpoint.get("g_ema_state_dict", state_dict)
-    if not isinstance(state_dict, dict) or not all(map(torch.is_tensor, state_dict.values())):
-        fail(f"{path} holds no generator weights", "give a dcgan_celeba.py checkpoint")
-    state_dict = strip_prefixes(state_dict)
-    # --tutorial-recipe's G has BatchNorm in its last block
-    generator = Generator(tutorial="gen.4.1.running_mean" in state_dict)
-    try:
-        generator.load_state_dict(state_dict)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())[:160]
-        fail(f"{path} does not fit the DCGAN generator: {detail}", "was it dcgan_celeba.py's?")
-    # tutorial: no eval(), so BatchNorm uses batch statistics: an image depends on its batch-mates
-    return generator.to(device).eval()
-
-
-def walk_noise(z, z_index, steps, span):
-    """`steps` copies of z (1, Z, 1, 1), dimension z_index alone set to -span ... +span."""
-    # tutorial: `add_noise = single_noise[0, z_idx, 0, 0] + i*0.01` sets all 100 dimensions
-    noise = z.repeat(steps, 1, 1, 1)
-    noise[:, z_index, 0, 0] = torch.linspace(-span, span, steps)
-    return noise
-
-
-def slerp(a, b, steps):
-    """Spherical interpolation from a to b (each (1, Z, 1, 1)): where Gaussian noise has mass."""
-    t = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
-    omega = torch.acos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
-    if omega.abs() < 1e-6:
-        return (1 - t) * a + t * b
-    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
-
-
-def make_noise(args):
-    """The noise the picture is drawn from, and its images per row."""
-    # drawn on the CPU: the same numbers on any device
-    seeded = torch.Generator().manual_seed(args.seed)
-    if args.walk:
-        z = torch.randn(1, Z_DIM, 1, 1, generator=seeded)
-        return walk_noise(z, args.z_index, args.steps, args.span), args.steps
-    if args.interpolate:
-        a, b = torch.randn(2, 1, Z_DIM, 1, 1, generator=seeded)
-        return slerp(a, b, args.steps), args.steps
-    return torch.randn(args.num_images, Z_DIM, 1, 1, generator=seeded), 8
 
 
 def pick_device(args):

@@ -3,6 +3,10 @@
 
     python mnist_mlp_gan.py                    # full MNIST if it downloads, else the bundled sample
     python mnist_mlp_gan.py --tutorial-recipe  # the tutorial's rates, betas and epochs; the last G
+
+Part 1, the lesson, in the tutorial's order: the digits in batches, the models, one training step,
+the loop (train), the pictures. Part 2, after the fence, is what a real run adds: flags, MNIST or
+the bundled sample, the files an epoch leaves, device and precision, notebooks, bad input, main().
 """
 
 import argparse
@@ -10,6 +14,7 @@ import os
 import platform
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,65 +31,6 @@ MNIST_DIM = 28 * 28
 # The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
 HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
 SAMPLE = os.path.join(HERE, "data", "mnist_sample.npz")
-
-
-def parse_args(argv=None):
-    formatter = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    p.add_argument("--epochs", type=int, help="passes over the data (default 20, the sample 240)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (the last: full)")
-    p.add_argument("--lr", type=float, help="G's Adam rate (default 8e-4, tutorial 2e-4); D: 2e-4")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast on a CPU")
-    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's training; last G")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch (0 to 2**32 - 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--out", default="runs/mnist_mlp_gan", help="folder for every file written")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
-    p.add_argument("--data-root", default="data", help="where MNIST is, or is downloaded to")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--show", action="store_true", help="also open the losses and last grid")
-    # Errors in one line, without argparse's usage text.
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
-    args = p.parse_args(argv)
-    for flag in ("epochs", "batch_size", "lr", "max_steps"):
-        value = getattr(args, flag)
-        if value is not None and not 0 < value < float("inf"):
-            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
-    if not 0 <= args.seed < 2**32:
-        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
-    # an Adam step moves each weight by about lr
-    if args.lr is not None and args.lr > 1:
-        p.error(f"argument --lr: must be at most 1, got {args.lr}")
-    return args
-
-
-def fail(what, fix):
-    print(f"error: {what} ({fix})", file=sys.stderr)
-    sys.exit(2)
-
-
-def load_mnist(data_root):
-    """(uint8 digits (N, 28, 28), whether they are all of MNIST's 60,000 or the bundled 5,000)."""
-    if os.path.isfile(data_root):
-        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST goes to")
-    # a download cut short leaves files torchvision would read as garbage
-    sizes = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008}
-    for name, size in sizes.items():
-        path = os.path.join(data_root, "MNIST", "raw", name)
-        if os.path.exists(path) and os.path.getsize(path) != size:
-            found = f"{os.path.getsize(path):,} bytes"
-            fail(f"{path} is not MNIST's: {found}", "delete it to download it again")
-    try:
-        return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
-    # offline: a note, not an error
-    except (RuntimeError, OSError) as error:
-        reason = str(error).strip().splitlines()[-1].strip("<>")
-        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample")
-    try:
-        with np.load(SAMPLE) as sample:
-            return torch.from_numpy(sample["images"]), False
-    except Exception as error:
-        fail(f"{SAMPLE} cannot be read ({type(error).__name__})", "restore it from the repository")
 
 
 def batches(images, batch_size, device):
@@ -164,6 +110,19 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real, amp_dty
     return d_loss.detach(), g_loss.detach()
 
 
+@dataclass
+class GAN:
+    """What trains: G and D, their Adam optimizers, the average of G, and the G that draws the
+    pictures (the average; under --tutorial-recipe, G itself)."""
+
+    generator: Generator
+    discriminator: Discriminator
+    g_optimizer: torch.optim.Adam
+    d_optimizer: torch.optim.Adam
+    averaged: AveragedModel
+    shown: nn.Module
+
+
 def build_gan(args, device):
     """G, D, their Adam optimizers, and the G whose samples are shown (an average of G)."""
     generator = Generator().to(device)
@@ -175,36 +134,18 @@ def build_gan(args, device):
     # tutorial: samples from the last G; an average of its recent weights draws cleaner digits
     averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999))
     shown = generator if args.tutorial_recipe else averaged.module
-    return generator, discriminator, g_optimizer, d_optimizer, averaged, shown
+    return GAN(generator, discriminator, g_optimizer, d_optimizer, averaged, shown)
 
 
-def save_epoch(args, epoch, epoch_losses, shown, fixed_noise):
-    """What an epoch leaves: a line in loss.txt, a grid, generator.pt; returns the grid's path."""
-    d_mean, g_mean = epoch_losses.mean(0).tolist()
-    line = f"[{epoch}/{args.epochs}]: loss_d: {d_mean:.3f}, loss_g: {g_mean:.3f}"
-    with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
-        print(line, file=loss_file)
-    print(line)
-    grid_path = os.path.join(args.out, f"samples_epoch_{epoch:03d}.png")
-    # G has no dropout or BatchNorm: no eval() needed
-    with torch.no_grad():
-        grid = shown(fixed_noise).view(-1, 1, 28, 28)
-    torchvision.utils.save_image(grid, grid_path, nrow=8, normalize=True, value_range=(-1, 1))
-    # written whole, then renamed: an interrupted save keeps the last good file
-    path = os.path.join(args.out, "generator.pt")
-    torch.save(shown.state_dict(), path + ".tmp")
-    os.replace(path + ".tmp", path)
-    return grid_path
-
-
-def train(args, images, device, amp_dtype):
-    generator, discriminator, g_optimizer, d_optimizer, averaged, shown = build_gan(args, device)
+def train(args, images, device, amp_dtype=None):
+    """The tutorial's loop: for each epoch, for each batch, one train_step; the epoch's files."""
+    gan = build_gan(args, device)
     fixed_noise = torch.randn(64, Z_DIM, device=device)
     # (D, G) losses per step, the grids' paths
     history, grid_paths = [], []
     steps_left = args.max_steps or float("inf")
     interrupted = False
-    models = (generator, discriminator, g_optimizer, d_optimizer)
+    models = (gan.generator, gan.discriminator, gan.g_optimizer, gan.d_optimizer)
     for epoch in range(1, args.epochs + 1):
         # (D, G) per step, kept on the device until the epoch ends: no wait for the GPU
         epoch_losses = []
@@ -215,7 +156,7 @@ def train(args, images, device, amp_dtype):
         try:
             for real in bar:
                 losses = train_step(*models, real, amp_dtype)
-                averaged.update_parameters(generator)
+                gan.averaged.update_parameters(gan.generator)
                 epoch_losses.append(torch.stack(losses))
                 # on a shown bar every 50 steps: reading a loss waits for the GPU
                 if len(epoch_losses) % 50 == 0 and not bar.disable:
@@ -233,11 +174,11 @@ def train(args, images, device, amp_dtype):
             kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""
             fail(f"loss became NaN/inf in epoch {epoch}", f"lower --lr{kept}")
         history += epoch_losses.tolist()
-        grid_paths.append(save_epoch(args, epoch, epoch_losses, shown, fixed_noise))
+        grid_paths.append(save_epoch(args, epoch, epoch_losses, gan.shown, fixed_noise))
         steps_left -= len(epoch_losses)
         if interrupted or steps_left == 0:
             break
-    return shown, history, grid_paths, interrupted
+    return gan.shown, history, grid_paths, interrupted
 
 
 def save_plots(history, grid_paths, out, show=False):
@@ -258,6 +199,92 @@ def save_plots(history, grid_paths, out, show=False):
         axes.imshow(frames[-1])
         plt.show()
     plt.close("all")
+
+
+# ---- Part 2: what a real run adds. A first read can stop here: above is the whole GAN. Below: ----
+# flags, MNIST or the bundled sample, the files an epoch leaves, device and precision, notebooks,
+# bad input, then run() and main().
+
+
+def parse_args(argv=None):
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    default = " (default: %(default)s)"
+    p.add_argument("--epochs", type=int, help="passes over the data (default: 20, the sample 240)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch" + default)
+    p.add_argument("--lr", type=float, help="G's rate, D's 2e-4 (default: 8e-4, tutorial: 2e-4)")
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, help="bf16 (default: on a bf16 CPU)"
+    )
+    p.add_argument("--tutorial-recipe", action="store_true", help="the tutorial's training; last G")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch" + default)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help=default)
+    p.add_argument("--out", default="runs/mnist_mlp_gan", help="folder for every file" + default)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--data-root", default="data", help="where MNIST is or goes" + default)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--show", action="store_true", help="also open the losses and last grid")
+    # Errors in one line, without argparse's usage text.
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")
+    args = p.parse_args(argv)
+    for flag in ("epochs", "batch_size", "lr", "max_steps"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    # an Adam step moves each weight by about lr
+    if args.lr is not None and args.lr > 1:
+        p.error(f"argument --lr: must be at most 1, got {args.lr}")
+    return args
+
+
+def fail(what, fix):
+    print(f"error: {what} ({fix})", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_mnist(data_root):
+    """(uint8 digits (N, 28, 28), whether they are all of MNIST's 60,000 or the bundled 5,000)."""
+    if os.path.isfile(data_root):
+        fail(f"--data-root {data_root} is a file, not a folder", "give the folder MNIST goes to")
+    # a download cut short leaves files torchvision would read as garbage
+    sizes = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008}
+    for name, size in sizes.items():
+        path = os.path.join(data_root, "MNIST", "raw", name)
+        if os.path.exists(path) and os.path.getsize(path) != size:
+            found = f"{os.path.getsize(path):,} bytes"
+            fail(f"{path} is not MNIST's: {found}", "delete it to download it again")
+    try:
+        return torchvision.datasets.MNIST(data_root, train=True, download=True).data, True
+    # offline: a note, not an error
+    except (RuntimeError, OSError) as error:
+        reason = str(error).strip().splitlines()[-1].strip("<>")
+        print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample")
+    try:
+        with np.load(SAMPLE) as sample:
+            return torch.from_numpy(sample["images"]), False
+    except Exception as error:
+        fail(f"{SAMPLE} cannot be read ({type(error).__name__})", "restore it from the repository")
+
+
+def save_epoch(args, epoch, epoch_losses, shown, fixed_noise):
+    """What an epoch leaves: a line in loss.txt, a grid, generator.pt; returns the grid's path."""
+    d_mean, g_mean = epoch_losses.mean(0).tolist()
+    line = f"[{epoch}/{args.epochs}]: loss_d: {d_mean:.3f}, loss_g: {g_mean:.3f}"
+    with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
+        print(line, file=loss_file)
+    print(line)
+    grid_path = os.path.join(args.out, f"samples_epoch_{epoch:03d}.png")
+    # G has no dropout or BatchNorm: no eval() needed
+    with torch.no_grad():
+        grid = shown(fixed_noise).view(-1, 1, 28, 28)
+    torchvision.utils.save_image(grid, grid_path, nrow=8, normalize=True, value_range=(-1, 1))
+    # written whole, then renamed: an interrupted save keeps the last good file
+    path = os.path.join(args.out, "generator.pt")
+    torch.save(shown.state_dict(), path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return grid_path
 
 
 def pick_device(args):

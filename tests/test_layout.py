@@ -1,6 +1,8 @@
 """The house form: what `ruff format` writes, what `ruff check` passes, and each script's size."""
 
+import ast
 import glob
+import importlib
 import io
 import os
 import subprocess
@@ -10,16 +12,23 @@ import tokenize
 import pytest
 from conftest import ROOT
 
-# Formatted lines, comments included: soft limits, met by simplifying, never by packing.
-# dcgan_celeba.py aims at 600; multi-GPU's agreed stop and per-process RNG states, and Windows'
-# memory query, hold it at 645. gaussian_gan.py: D's logit and the NaN check in its loop cost 4.
-LINE_LIMITS = {
-    "gaussian_gan.py": 265,
-    "infer.py": 220,
-    "mnist_mlp_gan.py": 340,
-    "mnist_conv_gan.py": 340,
-    "dcgan_celeba.py": 645,
+# Formatted lines, comments included, (part 1 to the fence, the whole file): soft limits, met by
+# simplifying, never by packing. The two-part order costs each file its map in the docstring and
+# the fence (6 to 8 lines) and a dataclass for what trains (13). dcgan_celeba.py's 600 aim is
+# held at 721 by the agreed stop of several processes, every process's RNG state and Windows'
+# memory query (~31), the one-line calls that keep the loop in one function (~25: the bar, the
+# losses, the stop signals as a context), an ImageSet of cached images or files (19), and the
+# part-2 section lines (7). gaussian_gan.py: D's logit and the NaN check in its loop cost 4.
+LIMITS = {
+    "gaussian_gan.py": (180, 272),
+    "infer.py": (120, 228),
+    "mnist_mlp_gan.py": (220, 367),
+    "mnist_conv_gan.py": (220, 356),
+    "dcgan_celeba.py": (280, 721),
 }
+LINE_LIMITS = {script: whole for script, (_, whole) in LIMITS.items()}
+# Where part 1, the lesson, ends and part 2, what a real run adds, begins.
+FENCE = "# ---- Part 2: what a real run adds. A first read can stop here"
 PYTHON_FILES = [os.path.join(ROOT, name) for name in LINE_LIMITS]
 PYTHON_FILES += glob.glob(os.path.join(ROOT, "tests", "*.py"))
 PYTHON_FILES += glob.glob(os.path.join(ROOT, "bench", "*.py"))
@@ -74,3 +83,56 @@ def test_most_comments_sit_on_their_own_line_above_what_they_explain(script):
     comments = [t for t in tokens if t.type == tokenize.COMMENT]
     at_line_end = [t for t in comments if lines[t.start[0] - 1][: t.start[1]].strip()]
     assert len(at_line_end) * 4 <= len(comments), f"{script}: {len(at_line_end)} at a line's end"
+
+
+def top_level_names(source):
+    """Each top-level function's and class's name, and its line."""
+    return {node.name: node.lineno for node in ast.parse(source).body if hasattr(node, "name")}
+
+
+@pytest.mark.parametrize("script", sorted(LIMITS))
+def test_each_script_is_the_lesson_then_one_fence_then_what_a_real_run_adds(script):
+    with open(os.path.join(ROOT, script), encoding="utf-8") as f:
+        source = f.read()
+    lines = source.splitlines()
+    fences = [number for number, line in enumerate(lines, 1) if line.startswith(FENCE)]
+    assert len(fences) == 1, f"{script}: {len(fences)} fences"
+    lesson = fences[0] - 1
+    assert lesson <= LIMITS[script][0], f"{script}: part 1 has {lesson} lines"
+    # the docstring maps both parts
+    docstring = ast.get_docstring(ast.parse(source))
+    assert "Part 1" in docstring and "Part 2" in docstring
+    names = top_level_names(source)
+    lesson_names = ["load_generator", "slerp"] if script == "infer.py" else ["Generator", "train"]
+    if script != "infer.py":
+        lesson_names += ["Discriminator", "train_step", "save_plots"]
+    for name in lesson_names:
+        assert names[name] < fences[0], f"{script}: {name} is after the fence"
+    for name in ("parse_args", "run", "main"):
+        assert names[name] > fences[0], f"{script}: {name} is before the fence"
+
+
+def test_the_dcgan_generator_comes_within_the_first_70_lines():
+    with open(os.path.join(ROOT, "dcgan_celeba.py"), encoding="utf-8") as f:
+        assert top_level_names(f.read())["Generator"] <= 70
+
+
+HELP_DEFAULTS = {
+    "gaussian_gan": ["--steps STEPS", "(default: 30000)", "(default: 1e-3, tutorial: 2e-4)"],
+    "mnist_mlp_gan": ["(default: 128)", "(default: 20, the sample 240)", "(default: auto)"],
+    "mnist_conv_gan": ["(default: 64, tutorial: 512)", "(default: runs/mnist_conv_gan)"],
+    "dcgan_celeba": ["(default: 20)", "(default: 64, tutorial: 128)", "(default: 4e-4"],
+    "infer": ["(default: 64)", "(default: 3.0)", "(default: runs/dcgan_celeba/checkpoint_last.pt)"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(HELP_DEFAULTS))
+def test_help_shows_the_defaults(script, capsys):
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as exit:
+        module.parse_args(["--help"])
+    assert exit.value.code == 0
+    # argparse wraps long help lines: compare with the line breaks taken out
+    shown = " ".join(capsys.readouterr().out.split())
+    for fragment in HELP_DEFAULTS[script]:
+        assert fragment in shown, fragment

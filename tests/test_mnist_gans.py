@@ -432,11 +432,11 @@ def test_on_a_cpu_with_bf16_instructions_the_mlps_default_run_multiplies_in_bf16
     dtypes, build_gan = set(), mnist_mlp_gan.build_gan
 
     def build_gan_that_records_each_layers_dtype(*args):
-        models = build_gan(*args)
-        for module in [*models[0].modules(), *models[1].modules()]:
+        gan = build_gan(*args)
+        for module in [*gan.generator.modules(), *gan.discriminator.modules()]:
             if isinstance(module, torch.nn.Linear):
                 module.register_forward_hook(lambda module, x, out: dtypes.add(out.dtype))
-        return models
+        return gan
 
     monkeypatch.setattr(mnist_mlp_gan, "build_gan", build_gan_that_records_each_layers_dtype)
     flags = ["--max-steps", 1, "--batch-size", 32, "--device", "cpu", "--quiet"]
