@@ -193,13 +193,16 @@ def build_gan(args, device):
 def train(args, device, rank=0, world=1, amp_dtype=None, checkpoint=None):
     """The tutorial's loop: for each epoch, for each batch, one train_step. What a real run adds
     (resume, several processes, a stop, the files an epoch leaves) is one call each, in part 2."""
-    dataset = make_dataset(args, rank, world).to(device)
     gan = build_gan(args, device)
     fixed_noise = torch.randn(64, Z_DIM, 1, 1, device=device)
+    # before any image is decoded: a checkpoint that does not fit these models is refused at once
+    history = resume_training(gan, checkpoint, args, rank, world, device)
+    dataset = make_dataset(args, rank, world).to(device)
     # --batch-size is the step's total: each of the processes takes its share
     batch_size = args.batch_size // world
     per_epoch = -(-len(dataset) // batch_size)
-    first_epoch, batches_done, history = resume(gan, checkpoint, args, rank, world, per_epoch)
+    epoch_samples = len(dataset) * world
+    first_epoch, batches_done = resume_position(checkpoint, args, epoch_samples)
     # under torchrun, G and D in DDP, which averages their gradients over the processes
     generator, discriminator, stop_group = distribute(gan)
     models = (generator, discriminator, gan.g_optimizer, gan.d_optimizer)
@@ -219,13 +222,16 @@ def train(args, device, rank=0, world=1, amp_dtype=None, checkpoint=None):
                     # kept on the device until the epoch ends: no wait for the GPU in the loop
                     epoch_losses.append(torch.stack(losses).float())
                     show_losses(bar, epoch_losses)
+                    stop_if_diverged(epoch_losses, epoch)
                     stopped = stop_agreed(stop, stop_group)
                     if stopped:
                         break
-                history += finite_losses(epoch_losses, epoch)
+                history += epoch_summary(epoch_losses, epoch)
                 batches_done += len(epoch_losses)
-                where = (epoch, batches_done, per_epoch)
-                fake = save_epoch(gan, args, fixed_noise, where, history, len(epoch_losses), rank)
+                # the images this epoch has seen on all processes: its last batch may be short
+                samples_done = min(batches_done * args.batch_size, epoch_samples)
+                position = (epoch, samples_done, epoch_samples)
+                fake = save_epoch(gan, args, fixed_noise, history, position, rank, device)
                 drawn_epoch = epoch
                 if steps_left is not None:
                     steps_left -= len(epoch_losses)
@@ -290,7 +296,9 @@ def parse_args(argv=None, run_flags=None):
     p.add_argument("--out", default="runs/dcgan_celeba", help="folder for every file" + default)
     p.add_argument("--max-steps", type=int, help="stop after this many steps of this call")
     p.add_argument("--data-root", help="images at any depth (default: data/celeba, else digits)")
-    workers = min(os.cpu_count() or 1, 16)
+    # the CPUs this process may use (taskset, Slurm, a container), not all the machine's
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    workers = min(len(cpus), 16)
     p.add_argument("--num-workers", type=int, default=workers, help="decoders" + default)
     p.add_argument("--cache", action=on_off, help="decode once (default: if it fits in memory)")
     p.add_argument("--label-smoothing", action=on_off, default=False, help="real 0.9, fake 0.1")
@@ -312,6 +320,9 @@ def parse_args(argv=None, run_flags=None):
         p.error(f"argument --num-workers: must be 0 to 64, got {args.num_workers}")
     if not 0 <= args.seed < 2**32:
         p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    # an unset shell variable: never the default folder in its place
+    if args.data_root == "":
+        p.error("argument --data-root: empty (give the folder of the images)")
     # tutorial: 128; at 64 the same images, twice the steps, draw 9 points more confident digits
     args.batch_size = args.batch_size or (128 if args.tutorial_recipe else 64)
     # tutorial: 2e-4 for G too; at twice D's rate, G draws 4 to 8 points more (5 runs)
@@ -362,8 +373,13 @@ def load_images(paths):
 
 def decode(paths, batches, num_workers):
     """uint8 batches decoded in worker processes; an unreadable file ends the run."""
+    # its own generator: starting the workers draws nothing from the noise's RNG
     loader = torch.utils.data.DataLoader(
-        paths, batch_sampler=batches, collate_fn=load_images, num_workers=num_workers
+        paths,
+        batch_sampler=batches,
+        collate_fn=load_images,
+        num_workers=num_workers,
+        generator=torch.Generator(),
     )
     for batch in loader:
         if isinstance(batch, str):
@@ -471,25 +487,41 @@ def show_losses(bar, epoch_losses):
         bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
 
 
-def finite_losses(epoch_losses, epoch):
-    """The epoch's (D, G) losses as floats; a NaN or inf ends the run (the last checkpoint kept)."""
-    losses = torch.stack(epoch_losses).cpu()
-    if not losses.isfinite().all():
+def stop_if_diverged(epoch_losses, epoch, every=100):
+    """Every 100 steps (reading a loss waits for the GPU), and at an epoch's end: a NaN or inf loss
+    ends the run; its last good checkpoint stays."""
+    if len(epoch_losses) % every == 0 and not torch.stack(epoch_losses[-every:]).isfinite().all():
         fail(f"loss became NaN/inf in epoch {epoch}", "lower --lr or drop --amp")
+
+
+def epoch_summary(epoch_losses, epoch):
+    """The epoch's (D, G) losses as floats, checked for a NaN, their means said in one line."""
+    stop_if_diverged(epoch_losses, epoch, every=len(epoch_losses))
+    losses = torch.stack(epoch_losses).cpu()
+    d_mean, g_mean = losses.mean(0).tolist()
+    print(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
     return losses.tolist()
 
 
 def save_atomically(content, path):
-    """An interrupted save never replaces the last good file."""
-    torch.save(content, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    """An interrupted save never replaces the last good file; a failed one (a full disk) leaves no
+    part of itself behind and ends the run in one line."""
+    try:
+        torch.save(content, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    # torch.save says "enforce fail at inline_container.cc" where the disk is full
+    except (OSError, RuntimeError) as error:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:80]
+        fail(f"cannot write {path} ({reason})", "free some space, or give another --out")
 
 
-def save_epoch(gan, args, fixed_noise, where, history, steps, rank):
-    """What an epoch (or its part, when the run stops) leaves: a grid, checkpoints, a line. Every
-    process's RNG state is gathered; rank 0 alone writes and returns the grid's images."""
-    epoch, batches_done, per_epoch = where
-    rng = rng_states()
+def save_epoch(gan, args, fixed_noise, history, position, rank, device):
+    """What an epoch (or its part, when the run stops) leaves: a grid and checkpoints. Every
+    process's RNG states are gathered; rank 0 alone writes and returns the grid's images."""
+    epoch, samples_done, epoch_samples = position
+    rng = rng_states(device)
     if rank > 0:
         return None
     # eval(): BatchNorm's running statistics, as infer.py draws
@@ -498,15 +530,13 @@ def save_epoch(gan, args, fixed_noise, where, history, steps, rank):
     torchvision.utils.save_image(fake, grid_path, normalize=True, value_range=(-1, 1))
     state = {f"{name}_state_dict": getattr(gan, name).state_dict() for name in TRAINED}
     last = dict(state, epoch=epoch, args=vars(args), losses=history, rng_states=rng)
-    last["samples_done"] = batches_done * args.batch_size
+    last.update(samples_done=samples_done, epoch_samples=epoch_samples)
     save_atomically(last, os.path.join(args.out, "checkpoint_last.pt"))
     # zhangxiann's lesson 8 snapshot: G (the one drawn) and D
-    if batches_done == per_epoch and epoch % args.save_every == 0:
+    if samples_done == epoch_samples and epoch % args.save_every == 0:
         snapshot = {"g_model_state_dict": state["g_ema_state_dict"], "epoch": epoch}
         snapshot["d_model_state_dict"] = state["d_model_state_dict"]
         save_atomically(snapshot, os.path.join(args.out, f"checkpoint_epoch_{epoch:03d}.pt"))
-    d_mean, g_mean = torch.tensor(history[-steps:]).mean(0).tolist()
-    print(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
     return fake
 
 
@@ -531,6 +561,10 @@ def load_checkpoint(path):
             batches_done = checkpoint["batches_done"]
             checkpoint["samples_done"] = batches_done * checkpoint["args"]["batch_size"]
             checkpoint["rng_states"] = [checkpoint["rng_state"]]
+        # written before the GPU's RNG state was kept, or the epoch's size
+        states = checkpoint["rng_states"]
+        checkpoint["rng_states"] = [s if isinstance(s, dict) else {"cpu": s} for s in states]
+        checkpoint.setdefault("epoch_samples", None)
     # missing, a folder, cut short, not a checkpoint, an epoch snapshot (no args)...
     except Exception as error:
         fail(
@@ -540,29 +574,39 @@ def load_checkpoint(path):
     return checkpoint, run_flags
 
 
-def resume(gan, checkpoint, args, rank, world, per_epoch):
-    """Loads a checkpoint into the GAN: the epoch, the batches done in it, and the losses so far
-    (a fresh run: 1, 0, [])."""
+def resume_training(gan, checkpoint, args, rank, world, device):
+    """Loads a checkpoint into the GAN, G's optimizer at the --lr this run says, and the RNG;
+    returns the losses so far (a fresh run: none)."""
     if checkpoint is None:
-        return 1, 0, []
+        return []
     try:
         for name in TRAINED:
             getattr(gan, name).load_state_dict(checkpoint[f"{name}_state_dict"])
     except (KeyError, RuntimeError, ValueError) as error:
         fail(f"{args.resume} does not fit these models ({type(error).__name__})", "use its flags")
+    # load_state_dict brought back the saved rate: a --lr given again is the one that trains
+    for group in gan.g_optimizer.param_groups:
+        group["lr"] = args.lr
     # Each process draws its noise as if it had never stopped, if there are as many as before.
     if len(checkpoint["rng_states"]) == world:
-        torch.set_rng_state(checkpoint["rng_states"][rank])
-    # The position is kept in samples: on any number of processes, a step of the same total batch
-    # goes on from the same sample (run() checked that the batch reaches it).
-    batches_done = checkpoint["samples_done"] // args.batch_size
+        restore_rng(checkpoint["rng_states"][rank], device)
+    return checkpoint["losses"]
+
+
+def resume_position(checkpoint, args, epoch_samples):
+    """Where a run goes on: its epoch and the batches done in it (a fresh run: 1, 0). The position
+    is kept in samples: on any number of processes, a step of the same total batch goes on from
+    the same sample (run() checked that the batch reaches it)."""
+    if checkpoint is None:
+        return 1, 0
     first_epoch = checkpoint["epoch"]
+    batches_done = checkpoint["samples_done"] // args.batch_size
     # a checkpoint written as its epoch ended goes on with the next one
-    if batches_done >= per_epoch:
+    if checkpoint["samples_done"] >= epoch_samples:
         first_epoch, batches_done = first_epoch + 1, 0
     if first_epoch > args.epochs:
         print(f"{args.resume} already has {first_epoch - 1} epochs: raise --epochs to train more")
-    return first_epoch, batches_done, checkpoint["losses"]
+    return first_epoch, batches_done
 
 
 # --- Several GPUs, and a stop they agree on ---
@@ -586,8 +630,14 @@ def distribute(gan):
 def stop_signals():
     """Ctrl-C or a scheduler's SIGTERM sets the event: the step ends, the run saves and stops."""
     stop = threading.Event()
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stop_signals}
+
+    def request_stop(signum, frame):
+        # a second Ctrl-C ends at once, also a run waiting on a loader or another process
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
@@ -604,9 +654,12 @@ def stop_agreed(stop, group):
     return bool(flag)
 
 
-def rng_states():
-    """Every process's RNG state, rank 0's first: each draws the same noise after a resume."""
-    state = torch.get_rng_state()
+def rng_states(device):
+    """Every process's RNG states, rank 0's first: the CPU's, and on a GPU the GPU's, whose noise
+    the steps draw. Each process then draws the same noise after a resume."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type in ("cuda", "mps"):
+        state[device.type] = getattr(torch, device.type).get_rng_state()
     if not torch.distributed.is_initialized():
         return [state]
     states = [None] * torch.distributed.get_world_size()
@@ -614,12 +667,25 @@ def rng_states():
     return states
 
 
+def restore_rng(state, device):
+    """One process's RNG states; the GPU's only on a GPU of the same kind."""
+    torch.set_rng_state(state["cpu"])
+    if device.type != "cpu" and device.type in state:
+        getattr(torch, device.type).set_rng_state(state[device.type])
+
+
 # --- Device and precision, the output folder ---
 def cpu_has_fast_bf16():
-    # bf16 instructions: AVX-512 BF16 on x86, BF16 on Arm
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported()
+    """bf16 instructions: AVX-512 BF16 on x86, BF16 on Arm. The public check first: the private
+    ones are missing from some builds (and torch.cpu's before torch 2.5)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        if platform.machine().lower() in ("arm64", "aarch64"):
+            return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.cpu._is_avx512_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def pick_device(args):
@@ -635,7 +701,9 @@ def pick_device(args):
     device = torch.device(args.device, index)
     # on a CPU with bf16 instructions unless --no-amp; on CUDA only when asked: TF32 is as fast
     on_cpu = device.type == "cpu" and args.amp is not False and cpu_has_fast_bf16()
-    bf16 = bool(args.amp) if device.type == "cuda" else on_cpu
+    # Colab's T4 and other GPUs before Ampere have no bf16
+    on_cuda = device.type == "cuda" and bool(args.amp) and torch.cuda.is_bf16_supported()
+    bf16 = on_cpu or on_cuda
     precision = "torch.bfloat16 autocast" if bf16 else "fp32"
     if args.amp and not bf16:
         precision += " (--amp: no fast bf16 on this device)"
@@ -670,7 +738,8 @@ def run(args, argv):
             if getattr(args, flag) != value:
                 given = f"--{flag.replace('_', '-')} {getattr(args, flag)}"
                 print(f"resuming with {given} (the run's: {value})")
-        if checkpoint["samples_done"] % args.batch_size:
+        mid_epoch = checkpoint["samples_done"] != checkpoint["epoch_samples"]
+        if mid_epoch and checkpoint["samples_done"] % args.batch_size:
             what = f"{args.resume} stopped {checkpoint['samples_done']:,} images into its epoch"
             fail(f"{what}, which batches of {args.batch_size} do not reach", "use its --batch-size")
     # in a notebook, the last figures show inline

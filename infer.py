@@ -28,6 +28,8 @@ from dcgan_celeba import Z_DIM, Generator
 
 # added by DataParallel/DDP and by torch.compile
 PREFIXES = ("module.", "_orig_mod.")
+# the widest picture each format holds, in pixels
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 
 
 def strip_prefixes(state_dict):
@@ -175,6 +177,11 @@ def save_picture(images, out, nrow):
     """The grid, whole or not at all: one line where it is too wide for its format (JPEG, WebP)."""
     picture_format = Image.registered_extensions()[os.path.splitext(out)[1].lower()]
     grid = vutils.make_grid(images, nrow, padding=2, normalize=True, value_range=(-1, 1))
+    # checked first: past its limit libjpeg prints a complaint of its own before it fails
+    widest = max(grid.shape[1:])
+    if widest > MAX_SIDE.get(picture_format, widest):
+        what = f"{widest} pixels wide, a {picture_format} at most {MAX_SIDE[picture_format]}"
+        fail(f"--out {out} cannot hold this picture ({what})", "fewer --steps, or a .png")
     try:
         vutils.save_image(grid, out + ".tmp", format=picture_format)
         os.replace(out + ".tmp", out)

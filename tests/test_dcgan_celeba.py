@@ -249,6 +249,7 @@ def test_cli_writes_grids_plots_and_a_checkpoint_but_no_snapshot_mid_epoch(dcgan
         "g_optimizer_state_dict",
         "d_optimizer_state_dict",
         "samples_done",
+        "epoch_samples",
         "args",
         "rng_states",
         "losses",
@@ -864,3 +865,157 @@ def test_the_default_is_batch_64_and_g_at_4e4_and_the_tutorial_recipe_is_128_and
     gan = dc.build_gan(dc.parse_args(["--lr", "4e-4"]), torch.device("cpu"))
     assert gan.g_optimizer.param_groups[0]["lr"] == 4e-4
     assert gan.d_optimizer.param_groups[0]["lr"] == 2e-4
+
+
+def test_a_resumed_run_trains_at_the_rate_given_again_and_its_checkpoint_says_so(
+    tmp_path, image_folder, narrow_g
+):
+    common = [*SMALL, "--data-root", image_folder, "--epochs", 2, "--out", tmp_path]
+    assert run_main(dc, *common, "--max-steps", 1).returncode == 0
+    first = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert first["g_optimizer_state_dict"]["param_groups"][0]["lr"] == 4e-4
+    resumed = run_main(dc, "--resume", tmp_path / "checkpoint_last.pt", "--lr", "1e-4")
+    assert resumed.returncode == 0, resumed.stderr
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert state["args"]["lr"] == 1e-4
+    # the optimizer's own rate, not only the flag: G at 1e-4, D still at 2e-4
+    assert state["g_optimizer_state_dict"]["param_groups"][0]["lr"] == 1e-4
+    assert state["d_optimizer_state_dict"]["param_groups"][0]["lr"] == 2e-4
+
+
+def test_the_position_counts_the_images_seen_so_another_batch_goes_on_after_a_whole_epoch(
+    tmp_path, image_folder, narrow_g
+):
+    # 8 images in batches of 3: 3 + 3 + 2
+    common = [*SMALL, "--data-root", image_folder, "--out", tmp_path]
+    assert run_main(dc, *common, "--epochs", 1, "--batch-size", 3).returncode == 0
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert (state["epoch"], state["samples_done"], state["epoch_samples"]) == (1, 8, 8)
+    resumed = run_main(
+        dc, "--resume", tmp_path / "checkpoint_last.pt", "--batch-size", 4, "--epochs", 2
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    # the second epoch in batches of 4: 2 steps
+    assert (state["epoch"], state["samples_done"], len(state["losses"])) == (2, 8, 5)
+
+
+def writes_part_then_fails(real_save, fail_at):
+    """A torch.save that, from its `fail_at`-th call, writes half a file and runs out of disk."""
+    calls = []
+
+    def save(content, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) < fail_at:
+            return real_save(content, path, *args, **kwargs)
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    return save
+
+
+def test_a_full_disk_is_one_line_no_tmp_file_and_the_last_good_checkpoint_and_plots_stay(
+    tmp_path, image_folder, monkeypatch, narrow_g
+):
+    # the first epoch's checkpoint is written; the second's runs out of disk
+    monkeypatch.setattr(dc.torch, "save", writes_part_then_fails(torch.save, 2))
+    result = run_main(dc, "--data-root", image_folder, "--epochs", 2, *SMALL, "--out", tmp_path)
+    assert_one_line_error(result, "cannot write", "No space left on device", "free some space")
+    monkeypatch.undo()
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
+    assert_image(tmp_path / "losses.png")
+    assert_image(tmp_path / "real_vs_fake.png")
+
+
+def test_an_empty_data_root_is_an_error_not_the_default_folder(tmp_path):
+    result = run_main(dc, "--data-root", "", *SMALL, "--max-steps", 1, "--out", tmp_path)
+    assert_one_line_error(result, "--data-root", "empty")
+    assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_the_gpus_rng_state_is_saved_and_restored_on_a_gpu_of_the_same_kind(monkeypatch):
+    # a GPU's generator, as torch.cuda keeps it, made here on a CPU
+    generator = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *device: generator["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, *d: generator.update(state=s))
+    [saved] = dc.rng_states(torch.device("cuda", 0))
+    assert torch.equal(saved["cuda"], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    assert torch.equal(saved["cpu"], torch.get_rng_state())
+    generator["state"] = torch.tensor([9], dtype=torch.uint8)
+    dc.restore_rng(saved, torch.device("cuda", 0))
+    assert torch.equal(generator["state"], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    # a CPU run's checkpoint on a CPU: the CPU's state alone; a GPU's is not touched there
+    [cpu_saved] = dc.rng_states(torch.device("cpu"))
+    assert set(cpu_saved) == {"cpu"}
+    dc.restore_rng(saved, torch.device("cpu"))
+    assert torch.equal(generator["state"], torch.tensor([1, 2, 3], dtype=torch.uint8))
+
+
+def test_bf16_is_asked_of_the_device_first_and_fp32_where_it_cannot_say(monkeypatch, capsys):
+    # a build without oneDNN: the private checks are never called
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert dc.cpu_has_fast_bf16() is False
+    monkeypatch.undo()
+    # torch before 2.5: no torch.cpu._is_avx512_bf16_supported
+    monkeypatch.setattr(dc.platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert dc.cpu_has_fast_bf16() is False
+    # a GPU without bf16 (Colab's T4): --amp runs fp32 and says so
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args: False)
+    device, dtype = dc.pick_device(dc.parse_args(["--device", "cuda", "--amp"]))
+    assert device.type == "cuda" and dtype is None
+    assert "fp32 (--amp: no fast bf16 on this device)" in capsys.readouterr().out
+
+
+def test_a_nan_stops_the_run_within_100_steps_not_at_the_epochs_end(
+    tmp_path, monkeypatch, narrow_g
+):
+    calls = []
+
+    def step_that_diverges(*args, **kwargs):
+        calls.append(1)
+        nan = torch.tensor(float("nan"))
+        return (nan, nan) if len(calls) > 2 else (torch.tensor(1.0), torch.tensor(1.0))
+
+    monkeypatch.setattr(dc, "train_step", step_that_diverges)
+    # the digits in batches of 4: 1,250 steps an epoch
+    result = run_main(dc, *SMALL, "--out", tmp_path)
+    assert_one_line_error(result, "NaN", "epoch 1")
+    assert len(calls) == 100
+
+
+def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(dc.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert dc.parse_args([]).num_workers == 1
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_before_any_image_is_decoded(
+    tmp_path, image_folder, monkeypatch, narrow_g
+):
+    assert run_main(dc, *SMALL, "--max-steps", 1, "--out", tmp_path).returncode == 0
+    decoded = []
+    monkeypatch.setattr(dc, "load_images", lambda paths: decoded.append(paths))
+    flags = ["--resume", tmp_path / "checkpoint_last.pt", "--tutorial-recipe"]
+    result = run_main(dc, *flags, "--data-root", image_folder, "--out", tmp_path / "o")
+    assert_one_line_error(result, "does not fit")
+    assert decoded == []
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path, monkeypatch, narrow_g):
+    real_step, finished = dc.train_step, []
+
+    # Ctrl-C twice in the first step, as a user does when a loader hangs
+    def step_interrupted_twice(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        finished.append(real_step(*args, **kwargs))
+        return finished[-1]
+
+    monkeypatch.setattr(dc, "train_step", step_interrupted_twice)
+    result = run_main(dc, *SMALL, "--max-steps", 5, "--out", tmp_path)
+    assert result.returncode == 130
+    assert finished == []

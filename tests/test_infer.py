@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import assert_image, assert_one_line_error, run_main
@@ -205,3 +208,12 @@ def test_a_picture_too_wide_for_its_format_or_a_read_only_out_is_one_line_and_ke
     monkeypatch.setattr(infer.os, "access", lambda path, mode: False)
     result = run_main(infer, "--checkpoint", checkpoint, "--out", old)
     assert_one_line_error(result, "is read-only")
+
+
+def test_a_jpeg_too_wide_says_so_in_one_line_of_its_own_not_libjpegs(checkpoint, tmp_path, sandbox):
+    # libjpeg writes to the process's stderr itself: only a child process shows it
+    flags = ["--checkpoint", checkpoint, "--walk", "--steps", 1024, "--out", tmp_path / "w.jpg"]
+    command = [sys.executable, "infer.py", *map(str, flags)]
+    result = subprocess.run(command, cwd=sandbox, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "cannot hold this picture", "67586 pixels wide")
+    assert list(tmp_path.iterdir()) == []
