@@ -160,7 +160,9 @@ def save_plots(history, samples, out, show=False):
         ax.legend()
     fig.savefig(os.path.join(out, "stats.png"), dpi=100, bbox_inches="tight")
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(DATA_MEAN - 5 * DATA_STDDEV, DATA_MEAN + 5 * DATA_STDDEV, 80)
+    # wide enough for a G that ran away from the target too
+    low = min(DATA_MEAN - 5 * DATA_STDDEV, samples.min())
+    bins = np.linspace(low, max(DATA_MEAN + 5 * DATA_STDDEV, samples.max()), 80)
     real = real_batch(1, len(samples)).flatten().numpy()
     ax.hist(real, bins=bins, density=True, alpha=0.5, label="real")
     ax.hist(samples, bins=bins, density=True, alpha=0.5, label="generated")

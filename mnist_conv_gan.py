@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 Z_DIM = 100
@@ -113,6 +113,22 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     return d_loss.detach(), g_loss.detach()
 
 
+def ema_with_warmup(decay):
+    """AveragedModel's update for an average of G whose decay starts low, as the DCGAN's: early on
+    it forgets its random start faster, so a short run's pictures are not fog."""
+
+    def update(averaged, current, steps):
+        weight = 1 - ((1 + steps) / (10 + steps)).clamp(max=decay)
+        for average, value in zip(averaged, current):
+            # BatchNorm's count of batches is an integer: taken as it is
+            if average.is_floating_point():
+                average.lerp_(value, weight)
+            else:
+                average.copy_(value)
+
+    return update
+
+
 @dataclass
 class GAN:
     """What trains: G and D, their Adam optimizers, the average of G, and the G that draws the
@@ -135,8 +151,7 @@ def build_gan(args, device):
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     # tutorial: samples from the last G; an average of its recent weights draws cleaner digits
-    ema = get_ema_multi_avg_fn(0.995)
-    averaged = AveragedModel(generator, multi_avg_fn=ema, use_buffers=True)
+    averaged = AveragedModel(generator, multi_avg_fn=ema_with_warmup(0.995), use_buffers=True)
     shown = generator if args.tutorial_recipe else averaged.module
     return GAN(generator, discriminator, g_optimizer, d_optimizer, averaged, shown)
 
@@ -234,6 +249,9 @@ def parse_args(argv=None):
             p.error(f"argument --{flag.replace('_', '-')}: must be positive, got {value}")
     if not 0 <= args.seed < 2**32:
         p.error(f"argument --seed: must be 0 to 2**32 - 1, got {args.seed}")
+    # an unset shell variable: never the current folder in its place
+    if args.data_root == "":
+        p.error("argument --data-root: empty (give the folder MNIST is in or goes to)")
     # an Adam step moves each weight by about lr
     if args.lr is not None and args.lr > 1:
         p.error(f"argument --lr: must be at most 1, got {args.lr}")
@@ -262,6 +280,10 @@ def load_mnist(data_root):
     except (RuntimeError, OSError) as error:
         reason = str(error).strip().splitlines()[-1].strip("<>")
         print(f"MNIST download failed ({reason}); training on the bundled 5,000-digit sample")
+    # files of MNIST's size holding something else: torchvision asserts on them
+    except (AssertionError, ValueError) as error:
+        raw = os.path.join(data_root, "MNIST", "raw")
+        fail(f"{raw} holds no MNIST ({type(error).__name__})", "delete it to download it again")
     try:
         with np.load(SAMPLE) as sample:
             return torch.from_numpy(sample["images"]), False
@@ -284,8 +306,15 @@ def save_epoch(args, epoch, epoch_losses, shown, fixed_noise):
     torchvision.utils.save_image(grid, grid_path, nrow=8, normalize=True, value_range=(-1, 1))
     # written whole, then renamed: an interrupted save keeps the last good file
     path = os.path.join(args.out, "generator.pt")
-    torch.save(shown.state_dict(), path + ".tmp")
-    os.replace(path + ".tmp", path)
+    try:
+        torch.save(shown.state_dict(), path + ".tmp")
+        os.replace(path + ".tmp", path)
+    # a full disk: nothing half-written stays
+    except (OSError, RuntimeError) as error:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:80]
+        fail(f"cannot write {path} ({reason})", "free some space, or give another --out")
     return grid_path
 
 

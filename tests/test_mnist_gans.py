@@ -1,6 +1,7 @@
 """Both MNIST scripts: models, steps, data path and CLI. Parametrised where they share behaviour."""
 
 import math
+import os
 import re
 
 import pytest
@@ -492,3 +493,67 @@ def test_offline_with_a_damaged_bundled_sample_it_says_so_in_one_line(
     monkeypatch.setattr(script, "SAMPLE", str(damaged))
     result = run_main(script, "--data-root", tmp_path / "m", "--out", tmp_path / "out")
     assert_one_line_error(result, f"{damaged} cannot be read (BadZipFile)", "restore it")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_the_average_of_g_warms_up_so_a_short_run_is_not_its_random_start(script):
+    args = script.parse_args(["--lr", "1e-3"])
+    gan = script.build_gan(args, "cpu")
+    start = snapshot(gan.averaged.module)
+    # the first update takes G as it is; then G moves by 1 and stays there for 20 steps
+    gan.averaged.update_parameters(gan.generator)
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(1.0)
+    for _ in range(20):
+        gan.averaged.update_parameters(gan.generator)
+    # how far the average went of G's step of 1: a plain 0.999 (0.995) average, 2% (10%)
+    gone = [(a - b).mean().item() for a, b in zip(gan.averaged.module.parameters(), start)]
+    assert min(gone) > 0.5
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_a_full_disk_is_one_line_no_tmp_file_and_the_last_good_generator_stays(
+    script, tmp_path, monkeypatch
+):
+    from test_dcgan_celeba import writes_part_then_fails
+
+    monkeypatch.setattr(script.torch, "save", writes_part_then_fails(torch.save, 2))
+    flags = ["--epochs", 2, "--batch-size", 2500, "--device", "cpu", "--quiet"]
+    result = run_main(script, *flags, "--data-root", tmp_path / "m", "--out", tmp_path / "out")
+    assert_one_line_error(result, "cannot write", "No space left on device", "free some space")
+    monkeypatch.undo()
+    assert not [name for name in os.listdir(tmp_path / "out") if name.endswith(".tmp")]
+    torch.load(tmp_path / "out" / "generator.pt", weights_only=True)
+    assert_image(tmp_path / "out" / "samples_epoch_001.png")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_mnist_files_of_the_right_size_holding_something_else_are_one_line(script, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    sizes = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008}
+    sizes.update({"t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008})
+    for name, size in sizes.items():
+        (raw / name).write_bytes(bytes(size))
+    flags = ["--max-steps", 1, "--device", "cpu", "--out", tmp_path / "out"]
+    result = run_main(script, "--data-root", tmp_path, *flags)
+    assert_one_line_error(result, "holds no MNIST", "delete it to download it again")
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_an_empty_data_root_is_an_error_not_the_current_folder(script, tmp_path):
+    flags = ["--max-steps", 1, "--device", "cpu", "--out", tmp_path]
+    assert_one_line_error(run_main(script, "--data-root", "", *flags), "--data-root", "empty")
+    assert not (tmp_path / "generator.pt").exists()
+
+
+def test_mlp_asks_oneDNN_first_and_never_a_missing_private_check(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert mnist_mlp_gan.pick_device(mnist_mlp_gan.parse_args(["--device", "cpu"])) is None
+    monkeypatch.undo()
+    # torch before 2.5
+    monkeypatch.setattr(mnist_mlp_gan.platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert mnist_mlp_gan.pick_device(mnist_mlp_gan.parse_args(["--device", "cpu"])) is None
