@@ -208,20 +208,22 @@ def train(args, device, rank=0, world=1, amp_dtype=None, checkpoint=None):
     models = (generator, discriminator, gan.g_optimizer, gan.d_optimizer)
     steps_left = args.max_steps
     real, fake, drawn_epoch, stopped = None, None, 0, False
-    with stop_signals() as stop:
+    # one bar for the whole run: its time left is the run's, not the epoch's
+    bar = progress_bar(args, first_epoch, batches_done, per_epoch, rank)
+    with stop_signals() as stop, bar:
         try:
             for epoch in range(first_epoch, args.epochs + 1):
                 batches = epoch_batches(dataset, batch_size, args, epoch, batches_done, steps_left)
-                bar = progress_bar(batches, args, epoch, per_epoch, batches_done, rank)
+                bar.set_description(f"epoch {epoch}/{args.epochs}")
                 epoch_losses = []
-                for batch in bar:
+                for batch in batches:
                     real = to_real(batch, device)
                     losses = train_step(*models, real, args.label_smoothing, amp_dtype)
                     step = len(history) + len(epoch_losses)
                     update_average(gan.g_ema, gan.g_model, step, gan.ema_decay)
                     # kept on the device until the epoch ends: no wait for the GPU in the loop
                     epoch_losses.append(torch.stack(losses).float())
-                    show_losses(bar, epoch_losses)
+                    show_progress(bar, epoch_losses)
                     stop_if_diverged(epoch_losses, epoch)
                     stopped = stop_agreed(stop, stop_group)
                     if stopped:
@@ -474,15 +476,16 @@ def epoch_batches(dataset, batch_size, args, epoch, batches_done, count=None):
 
 
 # --- The loop's bookkeeping: progress, losses, the files an epoch leaves ---
-def progress_bar(batches, args, epoch, per_epoch, batches_done, rank):
-    hide = args.quiet or rank > 0
-    bar = tqdm(batches, total=per_epoch, initial=batches_done, leave=False, disable=hide)
-    bar.set_description(f"epoch {epoch}/{args.epochs}")
-    return bar
+def progress_bar(args, first_epoch, batches_done, per_epoch, rank):
+    """A bar over the steps this call will take, with the time they have left."""
+    steps = (args.epochs - first_epoch + 1) * per_epoch - batches_done
+    steps = max(0, min(steps, args.max_steps or steps))
+    return tqdm(total=steps, unit="step", leave=False, disable=args.quiet or rank > 0)
 
 
-def show_losses(bar, epoch_losses):
-    """The last step's losses on a shown bar, every 20 steps: reading one waits for the GPU."""
+def show_progress(bar, epoch_losses):
+    """One step more on the bar; every 20, the last losses: reading one waits for the GPU."""
+    bar.update()
     if len(epoch_losses) % 20 == 0 and not bar.disable:
         bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
 
@@ -499,7 +502,8 @@ def epoch_summary(epoch_losses, epoch):
     stop_if_diverged(epoch_losses, epoch, every=len(epoch_losses))
     losses = torch.stack(epoch_losses).cpu()
     d_mean, g_mean = losses.mean(0).tolist()
-    print(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
+    # above the bar, which stays at the bottom
+    tqdm.write(f"epoch {epoch}: loss_d {d_mean:.3f}, loss_g {g_mean:.3f}")
     return losses.tolist()
 
 
@@ -632,17 +636,20 @@ def stop_signals():
     stop = threading.Event()
 
     def request_stop(signum, frame):
-        # a second Ctrl-C ends at once, also a run waiting on a loader or another process
-        if stop.is_set():
+        # a second Ctrl-C ends at once, also a run waiting on a loader; under torchrun, whose
+        # launcher passes a Ctrl-C on as a SIGTERM, the launcher ends the processes if need be
+        if stop.is_set() and not torch.distributed.is_initialized():
             raise KeyboardInterrupt
         stop.set()
 
     handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
+    # a torchrun process ends with its run: a launcher's late SIGTERM then only sets the event
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        if not torch.distributed.is_initialized():
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
 
 def stop_agreed(stop, group):
@@ -764,6 +771,8 @@ def run(args, argv):
     torch.manual_seed((args.seed + rank) % 2**32)
     generator, interrupted = train(args, device, rank, world, amp_dtype, checkpoint)
     if distributed:
+        # none ends before rank 0 has written its files: torchrun stops the others when one ends
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     said = "interrupted: " if interrupted else ""
     print(f"{said}checkpoints, plots and per-epoch grids in {args.out}")

@@ -113,22 +113,6 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real):
     return d_loss.detach(), g_loss.detach()
 
 
-def ema_with_warmup(decay):
-    """AveragedModel's update for an average of G whose decay starts low, as the DCGAN's: early on
-    it forgets its random start faster, so a short run's pictures are not fog."""
-
-    def update(averaged, current, steps):
-        weight = 1 - ((1 + steps) / (10 + steps)).clamp(max=decay)
-        for average, value in zip(averaged, current):
-            # BatchNorm's count of batches is an integer: taken as it is
-            if average.is_floating_point():
-                average.lerp_(value, weight)
-            else:
-                average.copy_(value)
-
-    return update
-
-
 @dataclass
 class GAN:
     """What trains: G and D, their Adam optimizers, the average of G, and the G that draws the
@@ -150,8 +134,16 @@ def build_gan(args, device):
     discriminator = Discriminator(1).to(device, memory_format=layout).apply(weights_init)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
     # tutorial: samples from the last G; an average of its recent weights draws cleaner digits
-    averaged = AveragedModel(generator, multi_avg_fn=ema_with_warmup(0.995), use_buffers=True)
+    def average(averaged, current, steps):
+        # BatchNorm's count of batches, an integer, as it is
+        if not averaged.is_floating_point():
+            return current
+        # its decay rises to 0.995 (as the DCGAN's): a short run's is not its random start
+        return averaged.lerp(current, 1 - ((1 + steps) / (10 + steps)).clamp(max=0.995))
+
+    averaged = AveragedModel(generator, avg_fn=average, use_buffers=True)
     shown = generator if args.tutorial_recipe else averaged.module
     return GAN(generator, discriminator, g_optimizer, d_optimizer, averaged, shown)
 
@@ -165,38 +157,41 @@ def train(args, images, device):
     steps_left = args.max_steps or float("inf")
     interrupted = False
     models = (gan.generator, gan.discriminator, gan.g_optimizer, gan.d_optimizer)
-    for epoch in range(1, args.epochs + 1):
-        # (D, G) per step, kept on the device until the epoch ends: no wait for the GPU
-        epoch_losses = []
-        reals = batches(images, args.batch_size, device)
-        total = -(-len(images) // args.batch_size)
-        bar = tqdm(reals, total=total, disable=args.quiet, leave=False)
-        bar.set_description(f"epoch {epoch}/{args.epochs}")
-        try:
-            for real in bar:
-                losses = train_step(*models, real)
-                gan.averaged.update_parameters(gan.generator)
-                epoch_losses.append(torch.stack(losses))
-                # on a shown bar every 50 steps: reading a loss waits for the GPU
-                if len(epoch_losses) % 50 == 0 and not bar.disable:
-                    bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
-                if len(epoch_losses) == steps_left:
-                    break
-        # Ctrl-C, or a notebook's interrupt button: keep what was learned so far
-        except KeyboardInterrupt:
-            interrupted = True
-        if not epoch_losses:
-            break
-        epoch_losses = torch.stack(epoch_losses).cpu()
-        if not epoch_losses.isfinite().all():
-            # generator.pt is this run's only after its first epoch
-            kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""
-            fail(f"loss became NaN/inf in epoch {epoch}", f"lower --lr{kept}")
-        history += epoch_losses.tolist()
-        grid_paths.append(save_epoch(args, epoch, epoch_losses, gan.shown, fixed_noise))
-        steps_left -= len(epoch_losses)
-        if interrupted or steps_left == 0:
-            break
+    # one bar for the whole run: its time left is the run's, not the epoch's
+    per_epoch = -(-len(images) // args.batch_size)
+    steps = min(args.epochs * per_epoch, steps_left)
+    bar = tqdm(total=steps, unit="step", disable=args.quiet, leave=False)
+    with bar:
+        for epoch in range(1, args.epochs + 1):
+            # (D, G) per step, kept on the device until the epoch ends: no wait for the GPU
+            epoch_losses = []
+            bar.set_description(f"epoch {epoch}/{args.epochs}")
+            try:
+                for real in batches(images, args.batch_size, device):
+                    losses = train_step(*models, real)
+                    gan.averaged.update_parameters(gan.generator)
+                    epoch_losses.append(torch.stack(losses))
+                    bar.update()
+                    # on a shown bar every 50 steps: reading a loss waits for the GPU
+                    if len(epoch_losses) % 50 == 0 and not bar.disable:
+                        bar.set_postfix(dict(zip(["loss_d", "loss_g"], epoch_losses[-1].tolist())))
+                    if len(epoch_losses) == steps_left:
+                        break
+            # Ctrl-C, or a notebook's interrupt button: keep what was learned so far
+            except KeyboardInterrupt:
+                interrupted = True
+            if not epoch_losses:
+                break
+            epoch_losses = torch.stack(epoch_losses).cpu()
+            if not epoch_losses.isfinite().all():
+                # generator.pt is this run's only after its first epoch
+                kept = f"; generator.pt holds epoch {epoch - 1}" if epoch > 1 else ""
+                fail(f"loss became NaN/inf in epoch {epoch}", f"lower --lr{kept}")
+            history += epoch_losses.tolist()
+            grid_paths.append(save_epoch(args, epoch, epoch_losses, gan.shown, fixed_noise))
+            steps_left -= len(epoch_losses)
+            if interrupted or steps_left == 0:
+                break
     return gan.shown, history, grid_paths, interrupted
 
 
@@ -297,7 +292,8 @@ def save_epoch(args, epoch, epoch_losses, shown, fixed_noise):
     line = f"[{epoch}/{args.epochs}]: loss_d: {d_mean:.3f}, loss_g: {g_mean:.3f}"
     with open(os.path.join(args.out, "loss.txt"), "a" if epoch > 1 else "w") as loss_file:
         print(line, file=loss_file)
-    print(line)
+    # above the bar, which stays at the bottom
+    tqdm.write(line)
     grid_path = os.path.join(args.out, f"samples_epoch_{epoch:03d}.png")
     # eval(): BatchNorm's running statistics, not this batch's
     with torch.no_grad():

@@ -18,8 +18,8 @@ step at batch 128, 64 and 32 side by side: a run's images per second at each.
 import argparse
 import inspect
 import os
-import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -33,6 +33,8 @@ import dcgan_celeba  # noqa: E402
 import mnist_conv_gan  # noqa: E402
 import mnist_mlp_gan  # noqa: E402
 
+# what an AVX2 CPU without AVX-512 runs, on a CPU that has more
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 SAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist_sample.npz"
 )
@@ -189,13 +191,8 @@ def bench_steps(quick, repeats, device, only=None, compile_rows=True):
             lambda b: digits[:b].float().div(127.5).sub(1.0).expand(-1, 3, -1, -1).contiguous(),
         ),
     ]
-    # as the scripts decide on their default
-    arm = platform.machine().lower() in ("arm64", "aarch64")
-    fast_bf16 = (
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        if arm
-        else torch.cpu._is_avx512_bf16_supported()
-    )
+    # as the scripts decide on their default; under AVX2 kernels, as an AVX2 CPU would
+    fast_bf16 = dcgan_celeba.cpu_has_fast_bf16() and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2"
     matmul = matmul_rates(
         device,
         1024 if quick else 4096 if device == "cpu" else 8192,
@@ -505,6 +502,11 @@ def main(argv=None):
         "--no-compile", action="store_true", help="on CUDA, skip the compiled rows (minutes)"
     )
     p.add_argument(
+        "--kernels",
+        action="store_true",
+        help="the DCGAN's step on AVX2 kernels, then on this CPU's own, each against its matmul",
+    )
+    p.add_argument(
         "--make-celeba", nargs=2, metavar=("FOLDER", "N"), help="write N CelebA-like JPEGs, stop"
     )
     args = p.parse_args(argv)
@@ -517,6 +519,21 @@ def main(argv=None):
             pool.starmap(make_celeba_like, chunks)
         return
     repeats = args.repeats or (2 if args.quick else 5)
+    if args.kernels:
+        # each in a process of its own: the kernels are chosen when torch starts
+        for label, env in (("AVX2 kernels", AVX2), ("this CPU's own kernels", {})):
+            print(f"\n== {label} {env or ''}", flush=True)
+            command = [
+                sys.executable,
+                __file__,
+                "--only",
+                "dcgan_celeba",
+                "--repeats",
+                str(repeats),
+            ]
+            command += ["--quick"] if args.quick else []
+            subprocess.run(command, env={**os.environ, **env}, check=True)
+        return
     torch.manual_seed(0)
     where = (
         torch.cuda.get_device_name()

@@ -2,6 +2,7 @@ import contextlib
 import io
 import os
 import shutil
+import tempfile
 import types
 
 import numpy as np
@@ -150,6 +151,15 @@ def run_main(module, *args):
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def run_bad_input(module, *args):
+    """run_main for bad input: unless the test gives its own, `--max-steps 1` and an --out in a
+    fresh temporary folder, so a check that was dropped fails in one step, not a whole run."""
+    flags = [str(a) for a in args]
+    if "--out" not in flags:
+        flags += ["--out", tempfile.mkdtemp(prefix="bad_input_")]
+    return run_main(module, *flags, "--max-steps", "1")
 
 
 class NarrowGenerator(dcgan_celeba.Generator):

@@ -1,3 +1,4 @@
+import math
 import multiprocessing
 import os
 import re
@@ -21,6 +22,7 @@ from conftest import (
     isolate,
     moved,
     n_params,
+    run_bad_input,
     run_main,
     snapshot,
     watch_each_half,
@@ -385,20 +387,22 @@ def test_max_steps_mid_epoch_then_resume_goes_on_from_the_next_step_and_says_whi
     losses = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["losses"]
     assert len(losses) == 4 and losses[:3] == stopped["losses"]
     # a batch that cannot go on from the sample it stopped at says so
-    result = run_main(dc, "--resume", tmp_path / "old.pt", "--batch-size", 3)
+    result = run_bad_input(dc, "--resume", tmp_path / "old.pt", "--batch-size", 3)
     assert_one_line_error(result, "stopped 4 images into its epoch", "batches of 3 do not reach")
 
 
 def test_given_data_root_that_is_missing_empty_or_a_file_exits_2(tmp_path):
-    assert_one_line_error(run_main(dc, "--data-root", tmp_path / "nope", *SMALL), "does not exist")
+    assert_one_line_error(
+        run_bad_input(dc, "--data-root", tmp_path / "nope", *SMALL), "does not exist"
+    )
     (tmp_path / "empty" / "img_align_celeba").mkdir(parents=True)
     (tmp_path / "empty" / "list_attr_celeba.txt").write_text("not an image")
     assert_one_line_error(
-        run_main(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images"
+        run_bad_input(dc, "--data-root", tmp_path / "empty", *SMALL), "holds no images"
     )
     (tmp_path / "file.jpg").write_bytes(b"x")
     assert_one_line_error(
-        run_main(dc, "--data-root", tmp_path / "file.jpg", *SMALL), "is a file, not a folder"
+        run_bad_input(dc, "--data-root", tmp_path / "file.jpg", *SMALL), "is a file, not a folder"
     )
 
 
@@ -431,49 +435,51 @@ def test_bad_checkpoints_and_flags_exit_2_and_keep_earlier_files(tmp_path, two_e
     good = (out / "checkpoint_last.pt").read_bytes()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(good[: len(good) // 2])
-    assert_one_line_error(run_main(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read")
     assert_one_line_error(
-        run_main(dc, "--resume", out / "checkpoint_epoch_002.pt", *SMALL),
+        run_bad_input(dc, "--resume", corrupt, *SMALL, "--out", out), "cannot be read"
+    )
+    assert_one_line_error(
+        run_bad_input(dc, "--resume", out / "checkpoint_epoch_002.pt", *SMALL),
         "holds no training state (KeyError)",
         "checkpoint_last.pt",
     )
     assert_one_line_error(
-        run_main(dc, "--resume", tmp_path / "none.pt", *SMALL), "(FileNotFoundError)"
+        run_bad_input(dc, "--resume", tmp_path / "none.pt", *SMALL), "(FileNotFoundError)"
     )
-    assert_one_line_error(run_main(dc, "--resume", tmp_path, *SMALL), "cannot be read")
+    assert_one_line_error(run_bad_input(dc, "--resume", tmp_path, *SMALL), "cannot be read")
     other = torch.load(out / "checkpoint_last.pt", weights_only=True)
     other["g_model_state_dict"] = {"gen.0.0.weight": torch.zeros(3, 3)}
     torch.save(other, tmp_path / "mismatch.pt")
     assert_one_line_error(
-        run_main(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit"
+        run_bad_input(dc, "--resume", tmp_path / "mismatch.pt", *SMALL), "does not fit"
     )
     assert_one_line_error(
-        run_main(dc, "--resume", out / "checkpoint_last.pt", "--tutorial-recipe", *SMALL),
+        run_bad_input(dc, "--resume", out / "checkpoint_last.pt", "--tutorial-recipe", *SMALL),
         "does not fit",
     )
     assert (out / "checkpoint_last.pt").read_bytes() == good
-    assert_one_line_error(run_main(dc, "--epochs", 0), "--epochs")
-    assert_one_line_error(run_main(dc, "--lr", "inf"), "--lr", "positive")
-    assert_one_line_error(run_main(dc, "--seed", 2**32), "--seed", "0 to 2**32 - 1")
-    assert_one_line_error(run_main(dc, "--num-workers", -1), "--num-workers", "0 to 64")
-    assert_one_line_error(run_main(dc, "--save-every", 0), "--save-every")
+    assert_one_line_error(run_bad_input(dc, "--epochs", 0), "--epochs")
+    assert_one_line_error(run_bad_input(dc, "--lr", "inf"), "--lr", "positive")
+    assert_one_line_error(run_bad_input(dc, "--seed", 2**32), "--seed", "0 to 2**32 - 1")
+    assert_one_line_error(run_bad_input(dc, "--num-workers", -1), "--num-workers", "0 to 64")
+    assert_one_line_error(run_bad_input(dc, "--save-every", 0), "--save-every")
 
 
 def test_unwritable_out_exits_2_before_loading_data(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
     assert_one_line_error(
-        run_main(dc, "--out", a_file, *SMALL), "--out", "cannot be written (File exists)"
+        run_bad_input(dc, "--out", a_file, *SMALL), "--out", "cannot be written (File exists)"
     )
     assert_one_line_error(
-        run_main(dc, "--out", a_file / "run", *SMALL), "--out", "cannot be written"
+        run_bad_input(dc, "--out", a_file / "run", *SMALL), "--out", "cannot be written"
     )
     assert_one_line_error(
-        run_main(dc, "--out", "/proc/no_such_run", *SMALL), "--out", "cannot be written"
+        run_bad_input(dc, "--out", "/proc/no_such_run", *SMALL), "--out", "cannot be written"
     )
     assert a_file.read_text() == "keep me"
     if not torch.cuda.is_available():
-        assert_one_line_error(run_main(dc, "--device", "cuda"), "CUDA is not available")
+        assert_one_line_error(run_bad_input(dc, "--device", "cuda"), "CUDA is not available")
 
 
 # dcgan_celeba.py as torchrun runs it. Each rank writes its process id, its exit code and the
@@ -486,7 +492,8 @@ if os.environ.get("NARROW"):
     sys.path.insert(0, os.environ["NARROW"])
     from conftest import NarrowGenerator
     dcgan_celeba.Generator = NarrowGenerator
-step = dcgan_celeba.train_step
+step, build_gan, built = dcgan_celeba.train_step, dcgan_celeba.build_gan, []
+dcgan_celeba.build_gan = lambda *args: built.append(build_gan(*args)) or built[-1]
 def slow_step(*args, **kwargs):
     time.sleep(float(os.environ.get("STEP_SECONDS", 0)))
     return step(*args, **kwargs)
@@ -502,6 +509,7 @@ except SystemExit as stop:
     raise
 open(os.path.join(out, f"rank{rank}.exit"), "w").write("0")
 torch.save(dict(generator.named_parameters()), os.path.join(out, f"rank{rank}.pt"))
+torch.save(dict(built[0].d_model.named_parameters()), os.path.join(out, f"rank{rank}_d.pt"))
 """
 
 
@@ -514,14 +522,28 @@ def torchrun(sandbox, *args, device="cpu", env=None, wait=True):
     command = [*launcher, f"--nproc_per_node={nproc}", str(sandbox / "ddp_probe.py")]
     command += ["--device", device, *map(str, args)]
     environment = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
-    if not wait:
-        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        return subprocess.Popen(
-            command, cwd=sandbox, env=environment, start_new_session=True, **pipes
-        )
-    return subprocess.run(
-        command, cwd=sandbox, capture_output=True, text=True, timeout=300, env=environment
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # its own process group: the launcher and both ranks end together, whatever happens
+    launcher = subprocess.Popen(
+        command, cwd=sandbox, env=environment, start_new_session=True, **pipes
     )
+    if not wait:
+        return launcher
+    try:
+        # sized for a loaded 2-core machine: alone, a run takes 10 to 20 s
+        stdout, stderr = launcher.communicate(timeout=600)
+    finally:
+        end_group(launcher)
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+
+
+def end_group(process):
+    """Kills what is left of a process group started with start_new_session: a gloo rank left
+    alone would wait 30 minutes for the other."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -541,18 +563,21 @@ def ddp_runs(tmp_path_factory, sandbox):
         (tmp / name).mkdir()
         slow = {**narrow, "STEP_SECONDS": "0.3"}
         launcher = torchrun(sandbox, *flags, "--out", tmp / name, env=slow, wait=False)
-        started = time.monotonic()
-        while not (tmp / name / "checkpoint_last.pt").exists() and launcher.poll() is None:
-            assert time.monotonic() - started < 120, "the first epoch did not end"
-            time.sleep(0.05)
-        # Ctrl-C in the terminal reaches torchrun and both ranks. A scheduler's SIGTERM may reach
-        # rank 1 alone: rank 0 must then stop after the same step, or rank 1 waits for it in
-        # DDP's all-reduce.
-        if name == "ctrl_c":
-            os.killpg(launcher.pid, signal.SIGINT)
-        else:
-            os.kill(int((tmp / name / "rank1.pid").read_text()), signal.SIGTERM)
-        launcher.communicate(timeout=30)
+        try:
+            started = time.monotonic()
+            while not (tmp / name / "checkpoint_last.pt").exists() and launcher.poll() is None:
+                assert time.monotonic() - started < 300, "the first epoch did not end"
+                time.sleep(0.05)
+            # Ctrl-C in the terminal reaches torchrun and both ranks. A scheduler's SIGTERM may
+            # reach rank 1 alone: rank 0 must then stop after the same step, or rank 1 waits for
+            # it in DDP's all-reduce.
+            if name == "ctrl_c":
+                os.killpg(launcher.pid, signal.SIGINT)
+            else:
+                os.kill(int((tmp / name / "rank1.pid").read_text()), signal.SIGTERM)
+            launcher.communicate(timeout=120)
+        finally:
+            end_group(launcher)
     shutil.copy(tmp / "split" / "checkpoint_last.pt", tmp / "stopped.pt")
     resumed = torchrun(
         sandbox, "--resume", tmp / "stopped.pt", "--out", tmp / "resumed", env=narrow
@@ -570,6 +595,12 @@ def test_torchrun_averages_two_processes_gradients_and_rank_0_alone_writes(ddp_r
     earlier = torch.load(stopped, weights_only=True)["g_ema_state_dict"]
     assert all(torch.equal(rank_0[name], rank_1[name]) for name in rank_0)
     assert not all(torch.equal(rank_0[name], earlier[name]) for name in rank_0)
+    # D's too: each rank's D, the same after every step, and not the D of an earlier step
+    d_0 = torch.load(tmp / "straight" / "rank0_d.pt", weights_only=True)
+    d_1 = torch.load(tmp / "straight" / "rank1_d.pt", weights_only=True)
+    earlier_d = torch.load(stopped, weights_only=True)["d_model_state_dict"]
+    assert all(torch.equal(d_0[name], d_1[name]) for name in d_0)
+    assert not all(torch.equal(d_0[name], earlier_d[name]) for name in d_0)
     # only rank 0 reports, once
     assert straight.stdout.count("checkpoints, plots and per-epoch grids") == 1
     assert straight.stdout.count("device: cpu") == 1
@@ -625,9 +656,14 @@ def test_on_a_cuda_gpu_it_trains_resumes_and_runs_under_torchrun_with_nccl(tmp_p
     assert (
         torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["samples_done"] == 80
     )
+    checkpoint = torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)
+    # trained on the GPU: finite losses, and the GPU's RNG state kept for an exact resume
+    assert all(math.isfinite(x) for step in checkpoint["losses"] for x in step)
+    assert "cuda" in checkpoint["rng_states"][0]
     flags = ["--max-steps", 3, "--batch-size", 16, "--quiet", "--out", tmp_path / "ddp"]
     result = torchrun(sandbox, *flags, device="cuda")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert torch.load(tmp_path / "ddp" / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_nan_loss_stops_with_a_message_keeps_the_last_good_checkpoint_and_writes_the_plots(
@@ -764,7 +800,7 @@ def test_without_the_bundled_sample_it_reads_a_downloaded_mnist_or_says_what_to_
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
     monkeypatch.setattr(dc.torchvision.datasets, "MNIST", offline)
-    result = run_main(dc, *SMALL, "--out", tmp_path / "out")
+    result = run_bad_input(dc, *SMALL, "--out", tmp_path / "out")
     assert_one_line_error(result, "no digits either (RuntimeError)", "data/celeba", "go online")
 
 
@@ -814,7 +850,7 @@ print(tuple(images.shape), bool((images[-1] == dc.load_images([path])[0]).all())
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch, tmp_path):
     # what torchrun --nproc_per_node=2 sets, less RANK: no process group is started
     monkeypatch.setenv("WORLD_SIZE", "2")
-    result = run_main(dc, "--batch-size", 3, "--out", tmp_path)
+    result = run_bad_input(dc, "--batch-size", 3, "--out", tmp_path)
     assert_one_line_error(result, "--batch-size 3 does not split over 2 processes")
 
 
@@ -823,7 +859,7 @@ def test_an_image_over_pillows_decompression_bomb_limit_is_an_unreadable_image(
 ):
     # CelebA's 178x218 pictures, against a limit of 10,000 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
-    result = run_main(dc, "--data-root", image_folder, *SMALL, "--out", tmp_path)
+    result = run_bad_input(dc, "--data-root", image_folder, *SMALL, "--out", tmp_path)
     assert_one_line_error(result, "unreadable image", "decompression bomb")
 
 
@@ -831,7 +867,7 @@ def test_a_damaged_bundled_sample_is_named_in_one_line(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist_sample.npz").write_bytes(b"PK\x03\x04 cut short")
     monkeypatch.setattr(dc, "HERE", str(tmp_path))
-    result = run_main(dc, *SMALL, "--out", tmp_path / "out")
+    result = run_bad_input(dc, *SMALL, "--out", tmp_path / "out")
     assert_one_line_error(result, "no digits either (BadZipFile)", "restore data/mnist_sample.npz")
 
 
@@ -1000,7 +1036,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_any_image_is_decoded(
     decoded = []
     monkeypatch.setattr(dc, "load_images", lambda paths: decoded.append(paths))
     flags = ["--resume", tmp_path / "checkpoint_last.pt", "--tutorial-recipe"]
-    result = run_main(dc, *flags, "--data-root", image_folder, "--out", tmp_path / "o")
+    result = run_bad_input(dc, *flags, "--data-root", image_folder, "--out", tmp_path / "o")
     assert_one_line_error(result, "does not fit")
     assert decoded == []
 
@@ -1019,3 +1055,30 @@ def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path, monkeypatch, narrow_g):
     result = run_main(dc, *SMALL, "--max-steps", 5, "--out", tmp_path)
     assert result.returncode == 130
     assert finished == []
+
+
+def test_each_part_of_the_tutorial_recipe_is_built_into_what_trains():
+    tutorial = dc.build_gan(dc.parse_args(["--tutorial-recipe"]), torch.device("cpu"))
+    ours = dc.build_gan(dc.parse_args([]), torch.device("cpu"))
+    # the models as printed: BatchNorm before G's Tanh and on D's first block
+    assert isinstance(tutorial.g_model.gen[-1][1], torch.nn.BatchNorm2d)
+    assert isinstance(tutorial.d_model.disc[0][1], torch.nn.BatchNorm2d)
+    assert len(ours.g_model.gen[-1]) == 2 and len(ours.d_model.disc[0]) == 2
+    # G and D at 2e-4, betas (0.5, 0.999); ours: G at 4e-4
+    for gan, g_rate in ((tutorial, 2e-4), (ours, 4e-4)):
+        g_group, d_group = gan.g_optimizer.param_groups[0], gan.d_optimizer.param_groups[0]
+        assert (g_group["lr"], d_group["lr"]) == (g_rate, 2e-4)
+        assert g_group["betas"] == d_group["betas"] == (0.5, 0.999)
+    # the pictures from the last G: after a step its average is G itself; ours lags behind
+    for gan in (tutorial, ours):
+        with torch.no_grad():
+            for p in gan.g_model.parameters():
+                p.add_(1.0)
+        dc.update_average(gan.g_ema, gan.g_model, step=10**6, decay=gan.ema_decay)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(tutorial.g_ema.parameters(), tutorial.g_model.parameters())
+    )
+    assert not any(
+        torch.equal(a, b) for a, b in zip(ours.g_ema.parameters(), ours.g_model.parameters())
+    )

@@ -7,6 +7,7 @@ from conftest import (
     assert_one_line_error,
     linear,
     n_params,
+    run_bad_input,
     run_main,
     watch_each_half,
 )
@@ -83,22 +84,26 @@ def test_help_exits_0():
 
 
 def test_nonsense_flags_exit_2_with_one_line():
-    assert_one_line_error(run_main(gg, "--steps", 0), "--steps", "positive")
-    assert_one_line_error(run_main(gg, "--batch-size", -1), "--batch-size")
-    assert_one_line_error(run_main(gg, "--lr", "nan"), "--lr", "positive")
-    assert_one_line_error(run_main(gg, "--d-lr", "inf"), "--d-lr", "positive")
-    assert_one_line_error(run_main(gg, "--batch-size", 20000), "--batch-size", "at most 10000")
-    assert_one_line_error(run_main(gg, "--print-interval", 0), "--print-interval")
-    assert_one_line_error(run_main(gg, "--seed", -1), "--seed", "0 to 2**32 - 1")
-    assert_one_line_error(run_main(gg, "--lr", "1e30"), "--lr", "must be at most 1")
+    assert_one_line_error(run_bad_input(gg, "--steps", 0), "--steps", "positive")
+    assert_one_line_error(run_bad_input(gg, "--batch-size", -1), "--batch-size")
+    assert_one_line_error(run_bad_input(gg, "--lr", "nan"), "--lr", "positive")
+    assert_one_line_error(run_bad_input(gg, "--d-lr", "inf"), "--d-lr", "positive")
+    assert_one_line_error(run_bad_input(gg, "--batch-size", 20000), "--batch-size", "at most 10000")
+    assert_one_line_error(run_bad_input(gg, "--print-interval", 0), "--print-interval")
+    assert_one_line_error(run_bad_input(gg, "--seed", -1), "--seed", "0 to 2**32 - 1")
+    assert_one_line_error(run_bad_input(gg, "--lr", "1e30"), "--lr", "must be at most 1")
 
 
 def test_unwritable_out_exits_2_before_training(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    assert_one_line_error(run_main(gg, "--out", a_file), "--out", "cannot be written (File exists)")
-    assert_one_line_error(run_main(gg, "--out", a_file / "run"), "--out", "cannot be written")
-    assert_one_line_error(run_main(gg, "--out", "/proc/no_such_run"), "--out", "cannot be written")
+    assert_one_line_error(
+        run_bad_input(gg, "--out", a_file), "--out", "cannot be written (File exists)"
+    )
+    assert_one_line_error(run_bad_input(gg, "--out", a_file / "run"), "--out", "cannot be written")
+    assert_one_line_error(
+        run_bad_input(gg, "--out", "/proc/no_such_run"), "--out", "cannot be written"
+    )
     assert a_file.read_text() == "keep me"
 
 
@@ -152,3 +157,25 @@ def test_the_histogram_holds_a_generator_that_ran_away_from_the_target(tmp_path)
         warnings.simplefilter("error")
         gg.save_plots([(0, 20.0, 0.0)], samples, str(tmp_path))
     assert_image(tmp_path / "histogram.png")
+
+
+def test_each_part_of_the_tutorial_recipe_and_of_the_default(monkeypatch):
+    for flags, rates, betas in (
+        ([], (1e-3, 1e-4), (0.5, 0.999)),
+        (["--tutorial-recipe"], (2e-4, 2e-4), (0.9, 0.999)),
+    ):
+        args = gg.parse_args([*flags, "--steps", "2", "--quiet"])
+        g, d, g_opt, d_opt = gg.build_gan(args, "cpu")
+        groups = g_opt.param_groups[0], d_opt.param_groups[0]
+        assert (groups[0]["lr"], groups[1]["lr"]) == rates
+        assert groups[0]["betas"] == groups[1]["betas"] == betas
+        # D's minibatches a step, fresh noise for G's half, and the G reported
+        seen, real_step = [], gg.train_step
+        monkeypatch.setattr(gg, "train_step", lambda *a: seen.append(a) or real_step(*a))
+        reported, _, _ = gg.train(args, "cpu")
+        monkeypatch.undo()
+        generator, real, g_noise = seen[-1][0], seen[-1][4], seen[-1][6]
+        tutorial = bool(flags)
+        assert real.shape == ((1 if tutorial else 4), 100)
+        assert (g_noise is not None) == tutorial
+        assert (reported is generator) == tutorial

@@ -14,6 +14,7 @@ from conftest import (
     linear,
     moved,
     n_params,
+    run_bad_input,
     run_main,
     snapshot,
     watch_each_half,
@@ -308,15 +309,15 @@ def test_progress_gif_keeps_at_most_51_frames_and_ends_on_the_last_epoch(script,
 
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_bad_flags_exit_2_with_one_line(script):
-    assert_one_line_error(run_main(script, "--batch-size", 0), "--batch-size")
-    assert_one_line_error(run_main(script, "--epochs", "1e3"), "--epochs", "invalid int value")
-    assert_one_line_error(run_main(script, "--lr", "nan"), "--lr", "must be positive")
-    assert_one_line_error(run_main(script, "--lr", "inf"), "--lr", "must be positive")
-    assert_one_line_error(run_main(script, "--seed", -1), "--seed", "0 to 2**32 - 1")
-    assert_one_line_error(run_main(script, "--seed", 2**32), "--seed")
-    assert_one_line_error(run_main(script, "--lr", "1e8"), "--lr", "must be at most 1")
+    assert_one_line_error(run_bad_input(script, "--batch-size", 0), "--batch-size")
+    assert_one_line_error(run_bad_input(script, "--epochs", "1e3"), "--epochs", "invalid int value")
+    assert_one_line_error(run_bad_input(script, "--lr", "nan"), "--lr", "must be positive")
+    assert_one_line_error(run_bad_input(script, "--lr", "inf"), "--lr", "must be positive")
+    assert_one_line_error(run_bad_input(script, "--seed", -1), "--seed", "0 to 2**32 - 1")
+    assert_one_line_error(run_bad_input(script, "--seed", 2**32), "--seed")
+    assert_one_line_error(run_bad_input(script, "--lr", "1e8"), "--lr", "must be at most 1")
     if not torch.cuda.is_available():
-        assert_one_line_error(run_main(script, "--device", "cuda"), "CUDA is not available")
+        assert_one_line_error(run_bad_input(script, "--device", "cuda"), "CUDA is not available")
     assert run_main(script, "--help").returncode == 0
 
 
@@ -325,14 +326,16 @@ def test_bad_paths_exit_2_before_training_and_name_what_the_path_is(script, tmp_
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
     assert_one_line_error(
-        run_main(script, "--out", a_file), "--out", "cannot be written (File exists)"
-    )
-    assert_one_line_error(run_main(script, "--out", a_file / "run"), "--out", "cannot be written")
-    assert_one_line_error(
-        run_main(script, "--out", "/proc/no_such_run"), "--out", "cannot be written"
+        run_bad_input(script, "--out", a_file), "--out", "cannot be written (File exists)"
     )
     assert_one_line_error(
-        run_main(script, "--data-root", a_file, "--out", tmp_path / "o"),
+        run_bad_input(script, "--out", a_file / "run"), "--out", "cannot be written"
+    )
+    assert_one_line_error(
+        run_bad_input(script, "--out", "/proc/no_such_run"), "--out", "cannot be written"
+    )
+    assert_one_line_error(
+        run_bad_input(script, "--data-root", a_file, "--out", tmp_path / "o"),
         "--data-root",
         "is a file, not a folder",
     )
@@ -340,7 +343,7 @@ def test_bad_paths_exit_2_before_training_and_name_what_the_path_is(script, tmp_
 
 
 def test_mlp_batch_larger_than_the_data_is_an_error_not_a_silent_no_op(tmp_path):
-    result = run_main(
+    result = run_bad_input(
         mnist_mlp_gan, "--batch-size", 6000, "--data-root", tmp_path / "mnist", "--out", tmp_path
     )
     assert_one_line_error(result, "--batch-size 6000 is more than the 5000 images")
@@ -386,7 +389,9 @@ def test_a_damaged_mnist_file_is_named_in_one_line_with_how_to_fix_it(script, da
     (raw / "train-images-idx3-ubyte").write_bytes(
         b"" if damage == "empty" else header + bytes(1000)
     )
-    result = run_main(script, "--data-root", tmp_path, "--out", tmp_path / "out", "--device", "cpu")
+    result = run_bad_input(
+        script, "--data-root", tmp_path, "--out", tmp_path / "out", "--device", "cpu"
+    )
     assert_one_line_error(
         result, str(raw / "train-images-idx3-ubyte"), "delete it to download it again"
     )
@@ -491,7 +496,7 @@ def test_offline_with_a_damaged_bundled_sample_it_says_so_in_one_line(
     damaged = tmp_path / "mnist_sample.npz"
     damaged.write_bytes(b"PK\x03\x04 cut short")
     monkeypatch.setattr(script, "SAMPLE", str(damaged))
-    result = run_main(script, "--data-root", tmp_path / "m", "--out", tmp_path / "out")
+    result = run_bad_input(script, "--data-root", tmp_path / "m", "--out", tmp_path / "out")
     assert_one_line_error(result, f"{damaged} cannot be read (BadZipFile)", "restore it")
 
 
@@ -544,7 +549,7 @@ def test_mnist_files_of_the_right_size_holding_something_else_are_one_line(scrip
 @pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
 def test_an_empty_data_root_is_an_error_not_the_current_folder(script, tmp_path):
     flags = ["--max-steps", 1, "--device", "cpu", "--out", tmp_path]
-    assert_one_line_error(run_main(script, "--data-root", "", *flags), "--data-root", "empty")
+    assert_one_line_error(run_bad_input(script, "--data-root", "", *flags), "--data-root", "empty")
     assert not (tmp_path / "generator.pt").exists()
 
 
@@ -557,3 +562,65 @@ def test_mlp_asks_oneDNN_first_and_never_a_missing_private_check(monkeypatch):
     monkeypatch.setattr(mnist_mlp_gan.platform, "machine", lambda: "x86_64")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     assert mnist_mlp_gan.pick_device(mnist_mlp_gan.parse_args(["--device", "cpu"])) is None
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_each_part_of_the_tutorial_recipe_and_of_the_default(script):
+    """The tutorial's rates, betas and last G under --tutorial-recipe; ours by default."""
+    for flags, betas, shown in (([], (0.5, 0.999), "average"), (["--tutorial-recipe"], None, "G")):
+        args = script.parse_args([*flags, "--lr", "3e-4"])
+        gan = script.build_gan(args, "cpu")
+        g_group, d_group = gan.g_optimizer.param_groups[0], gan.d_optimizer.param_groups[0]
+        assert (g_group["lr"], d_group["lr"]) == (3e-4, 2e-4)
+        # the MLP tutorial keeps Adam's default betas; the conv tutorial's are (0.5, 0.999)
+        tutorial_betas = (0.9, 0.999) if script is mnist_mlp_gan else (0.5, 0.999)
+        assert g_group["betas"] == d_group["betas"] == (betas or tutorial_betas)
+        # the grids and generator.pt: the average of G, or the tutorial's last G
+        expected = gan.averaged.module if shown == "average" else gan.generator
+        assert gan.shown is expected
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_offline_it_trains_on_the_bundled_samples_pixels(
+    script, tmp_path, monkeypatch, mnist_sample
+):
+    trained_on = []
+    real_train = script.train
+
+    def train(args, images, *rest):
+        trained_on.append(images.clone())
+        return real_train(args, images, *rest)
+
+    monkeypatch.setattr(script, "train", train)
+    flags = ["--max-steps", 1, "--device", "cpu", "--quiet", "--out", tmp_path]
+    assert run_main(script, *flags, "--data-root", tmp_path / "m").returncode == 0
+    assert torch.equal(trained_on[0], torch.from_numpy(mnist_sample[0]))
+
+
+def test_mlp_dropout_drops_three_tenths_in_train_mode_and_nothing_in_eval_mode():
+    d = mnist_mlp_gan.Discriminator()
+    ones = torch.ones(100_000)
+    dropped = (d.train().dropout(ones) == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.01
+    assert torch.equal(d.eval().dropout(ones), ones)
+    x = torch.randn(4, 784)
+    assert not torch.equal(d.train()(x), d(x))
+
+
+@pytest.mark.parametrize("script", [mnist_mlp_gan, mnist_conv_gan])
+def test_the_grids_and_generator_pt_come_from_the_average_of_g_not_the_last_g(
+    script, tmp_path, monkeypatch
+):
+    real_step, raw = script.train_step, []
+
+    def step(generator, *args, **kwargs):
+        raw[:] = [generator]
+        return real_step(generator, *args, **kwargs)
+
+    monkeypatch.setattr(script, "train_step", step)
+    flags = ["--max-steps", 3, "--batch-size", 64, "--device", "cpu", "--quiet"]
+    result = run_main(script, *flags, "--data-root", tmp_path / "m", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = torch.load(tmp_path / "generator.pt", weights_only=True)
+    last_g = raw[0].state_dict()
+    assert not all(torch.equal(saved[name], last_g[name]) for name in saved)
