@@ -203,7 +203,7 @@ MUTANTS = [
         DC,
         "fake = gan.g_ema.eval()(fixed_noise).float()",
         "fake = gan.g_ema(fixed_noise).float()",
-        (T_INFER, "test_the_average_of_g"),
+        (T_DC, "test_the_grids_are_drawn_with_batchnorms"),
     ),
     (
         "mlp: offline, it trains on blank images shaped like the sample",
@@ -250,9 +250,16 @@ MUTANTS = [
     (
         "mlp: the average of G without its warm-up",
         MLP,
-        "weight = 1 - ((1 + steps) / (10 + steps)).clamp(max=decay)",
-        "weight = 1 - decay",
+        "return averaged.lerp(current, 1 - ((1 + steps) / (10 + steps)).clamp(max=0.999))",
+        "return averaged.lerp(current, 1 - 0.999)",
         (T_MNIST, "test_the_average_of_g"),
+    ),
+    (
+        "conv: the average of G without its warm-up",
+        CONV,
+        "return averaged.lerp(current, 1 - ((1 + steps) / (10 + steps)).clamp(max=0.995))",
+        "return averaged.lerp(current, 1 - 0.995)",
+        (T_MNIST, "test_the_average_of_g_warms"),
     ),
     (
         "conv: a failed save leaves its .tmp",

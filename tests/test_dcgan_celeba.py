@@ -1082,3 +1082,21 @@ def test_each_part_of_the_tutorial_recipe_is_built_into_what_trains():
     assert not any(
         torch.equal(a, b) for a, b in zip(ours.g_ema.parameters(), ours.g_model.parameters())
     )
+
+
+def test_the_grids_are_drawn_with_batchnorms_running_statistics_which_drawing_leaves_alone(
+    tmp_path, monkeypatch, narrow_g
+):
+    real_save_epoch, drawn = dc.save_epoch, []
+
+    def save_epoch(gan, *args):
+        before = {k: v.clone() for k, v in gan.g_ema.state_dict().items()}
+        fake = real_save_epoch(gan, *args)
+        after = gan.g_ema.state_dict()
+        drawn.append(all(torch.equal(before[k], after[k]) for k in before))
+        return fake
+
+    monkeypatch.setattr(dc, "save_epoch", save_epoch)
+    assert run_main(dc, *SMALL, "--max-steps", 2, "--out", tmp_path).returncode == 0
+    # in train mode, drawing the fixed noise would move the average's running statistics
+    assert drawn == [True]
