@@ -173,15 +173,20 @@ def check_out(out):
         fail(f"--out {out} cannot be written ({error.strerror})", "give a folder you can write to")
 
 
+def check_picture_fits(out, count, nrow):
+    """Before any drawing: past its limit libjpeg prints a complaint of its own, then fails."""
+    picture_format = Image.registered_extensions()[os.path.splitext(out)[1].lower()]
+    # make_grid's: 64-pixel images, 2 pixels between and around them
+    widest = max(min(nrow, count), -(-count // nrow)) * 66 + 2
+    if widest > MAX_SIDE.get(picture_format, widest):
+        what = f"{widest} pixels wide, a {picture_format} at most {MAX_SIDE[picture_format]}"
+        fail(f"--out {out} cannot hold this picture ({what})", "fewer --steps, or a .png")
+
+
 def save_picture(images, out, nrow):
     """The grid, whole or not at all: one line where it is too wide for its format (JPEG, WebP)."""
     picture_format = Image.registered_extensions()[os.path.splitext(out)[1].lower()]
     grid = vutils.make_grid(images, nrow, padding=2, normalize=True, value_range=(-1, 1))
-    # checked first: past its limit libjpeg prints a complaint of its own before it fails
-    widest = max(grid.shape[1:])
-    if widest > MAX_SIDE.get(picture_format, widest):
-        what = f"{widest} pixels wide, a {picture_format} at most {MAX_SIDE[picture_format]}"
-        fail(f"--out {out} cannot hold this picture ({what})", "fewer --steps, or a .png")
     try:
         vutils.save_image(grid, out + ".tmp", format=picture_format)
         os.replace(out + ".tmp", out)
@@ -203,8 +208,9 @@ def run(args):
     if args.out is None and (args.walk or args.interpolate):
         out = "walk.png" if args.walk else "interpolation.png"
     check_out(out)
-    generator = load_generator(args.checkpoint, args.device)
     noise, nrow = make_noise(args)
+    check_picture_fits(out, len(noise), nrow)
+    generator = load_generator(args.checkpoint, args.device)
     with torch.no_grad():
         images = generator(noise.to(args.device)).cpu()
     grid = save_picture(images, out, nrow)
