@@ -268,17 +268,7 @@ def save_plots(losses, out, real, fake, last_epoch, show=False):
     plt.close("all")
 
 
-# ---- Part 2: what a real run adds. A first read can stop here: above is the whole GAN. Below: ----
-# flags, image folders and the cache, checkpoints and resume, several GPUs and the agreed stop,
-# device and precision, notebooks and bad input, then run() and main().
-
-# The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
-IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-# Flags of one call, not of the run: --resume does not bring them back from the checkpoint.
-CALL_FLAGS = ("device", "max_steps", "num_workers", "cache", "resume", "quiet", "show")
-# What checkpoint_last.pt holds as NAME_state_dict: the tutorial's g_model and d_model, then ours.
-TRAINED = ("g_model", "d_model", "g_ema", "g_optimizer", "d_optimizer")
+# ---- Part 2: what a real run adds. A first read can stop here: flags, data, GPUs, main(). ----
 
 
 def parse_args(argv=None, run_flags=None):
@@ -335,6 +325,15 @@ def parse_args(argv=None, run_flags=None):
 def fail(what, fix):
     print(f"error: {what} ({fix})", file=sys.stderr)
     sys.exit(2)
+
+
+# The bundled data lies beside this file; a notebook cell pasted from it has no __file__: use ".".
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else "."
+IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+# Flags of one call, not of the run: --resume does not bring them back from the checkpoint.
+CALL_FLAGS = ("device", "max_steps", "num_workers", "cache", "resume", "quiet", "show")
+# What checkpoint_last.pt holds as NAME_state_dict: the tutorial's g_model and d_model, then ours.
+TRAINED = ("g_model", "d_model", "g_ema", "g_optimizer", "d_optimizer")
 
 
 # --- Image folders and the cache ---

@@ -176,8 +176,7 @@ def save_plots(history, samples, out, show=False):
     plt.close("all")
 
 
-# ---- Part 2: what a real run adds. A first read can stop here: above is the whole GAN. Below: ----
-# flags and bad input, the final line's distance, then run() and main().
+# ---- Part 2: what a real run adds. A first read can stop here: flags, bad input, main(). ----
 
 
 def parse_args(argv=None):

@@ -93,8 +93,7 @@ def slerp(a, b, steps):
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
-# ---- Part 2: what a real run adds. A first read can stop here. Below: flags, checkpoints, ----
-# the device, the picture written whole, bad input, then run() and main().
+# ---- Part 2: what a real run adds. A first read can stop here: flags, checkpoints, main(). ----
 
 
 def parse_args(argv=None):

@@ -209,9 +209,7 @@ def save_plots(history, grid_paths, out, show=False):
     plt.close("all")
 
 
-# ---- Part 2: what a real run adds. A first read can stop here: above is the whole GAN. Below: ----
-# flags, MNIST or the bundled sample, the files an epoch leaves, device and precision, notebooks,
-# bad input, then run() and main().
+# ---- Part 2: what a real run adds. A first read can stop here: flags, MNIST, files, main(). ----
 
 
 def parse_args(argv=None):
